@@ -1,0 +1,297 @@
+"""The shared training loop: every method trains through `Engine.train_stage`.
+
+A stage (e.g. 'main', or JTT's 'jtt_stage1') checkpoints its complete state at the end of each
+epoch into one safetensors file, so `--resume` continues it exactly; a finished stage leaves a
+`<stage>.done.json` and is reloaded, not retrained, when asked for again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.base import BiasedDataset, Split
+from ..errors import RunError
+from ..io import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from ..methods.base import Method, MethodContext
+from ..state import load_state, save_state, save_weights
+from .metrics import classification_metrics
+from .selection import get_policy, select_epoch
+
+
+@dataclass
+class StageResult:
+    stage: str
+    method: Method
+    history: list[dict]
+    selected: dict
+    wall_time_s: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"device={name} asked for, but no CUDA device is available; use --set device=cpu")
+    return torch.device(name)
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    return int(hashlib.sha256(f"{seed}:{stage}".encode()).hexdigest()[:8], 16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Engine:
+    """Trains and evaluates methods on one dataset inside one run directory."""
+
+    def __init__(self, data: BiasedDataset, run_dir: Path, seed: int, device: torch.device, *, quiet: bool = False, resume: bool = False):
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.device = device
+        self.quiet = quiet
+        self.resume = resume
+        self.notes: dict[str, Any] = {}
+        self.stage_times: dict[str, float] = {}
+        train = data.split("train")
+        self.train_counts = data.group_counts("train").to_numpy()[:, : data.num_bias] if train.has_bias_labels and data.num_bias else None
+
+    def note(self, key: str, value: Any) -> None:
+        """Record a fact for results.json (e.g. the size of JTT's error set)."""
+        self.notes[key] = value
+
+    # --- evaluation ------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, split: Split, batch_size: int = 1024, num_workers: int = 0) -> np.ndarray:
+        return self.logits(model, split, batch_size, num_workers).argmax(1).numpy()
+
+    @torch.no_grad()
+    def logits(self, model: torch.nn.Module, split: Split, batch_size: int = 1024, num_workers: int = 0) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        out = []
+        for x, _, _, _ in iterate_batches(split, torch.arange(len(split)), batch_size, num_workers):
+            with self.autocast(True):
+                out.append(model(x.to(self.device, non_blocking=True)).float().cpu())
+        model.train(was_training)
+        return torch.cat(out)
+
+    def evaluate(self, model: torch.nn.Module, hp: dict) -> dict[str, dict]:
+        result = {}
+        for name, split in self.data.splits.items():
+            if name == "train":
+                continue
+            preds = self.predict(model, split, hp["eval_batch_size"], hp["num_workers"])
+            result[name] = classification_metrics(
+                preds, split.y.numpy(), split.b.numpy(), self.data.num_classes, self.data.num_bias, self.train_counts
+            )
+        return result
+
+    def autocast(self, enabled: bool):
+        on = enabled and self.device.type == "cuda"
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else torch.autocast("cpu", enabled=False)
+
+    # --- training --------------------------------------------------------------
+    def context(self, method_cls: type[Method], hp: dict, groups: torch.Tensor | None = None) -> MethodContext:
+        train_b = self.data.split("train").b if method_cls.needs_bias_labels(hp) else None
+        return MethodContext(self.data, hp, self.device, train_b=train_b, groups=groups)
+
+    def train_stage(self, stage: str, method_cls: type[Method], hp: dict, *, groups: torch.Tensor | None = None) -> StageResult:
+        """Train `method_cls` with `hp` as stage `stage`, resuming or reloading what exists."""
+        ckpt = self.run_dir / f"{stage}.ckpt.safetensors"
+        done = self.run_dir / f"{stage}.done.json"
+        seed_everything(stage_seed(self.seed, stage))
+        method = method_cls(self.context(method_cls, hp, groups))
+        method.prepare(self)
+        gen = torch.Generator().manual_seed(stage_seed(self.seed, stage + "/data"))
+        policy = get_policy(hp["selection"])
+        state = {"epoch": 0, "history": [], "elapsed": 0.0, "best_score": None, "best_weights": None}
+        if done.exists() or (ckpt.exists() and self.resume):
+            state = self._restore(ckpt, method, gen)
+            if done.exists():
+                info = json.loads(done.read_text())
+                self.stage_times[stage] = info["wall_time_s"]
+                return StageResult(stage, method, state["history"], info["selected"], info["wall_time_s"])
+            write_text_atomic(self._log_path(stage), "".join(json.dumps(r, sort_keys=True) + "\n" for r in state["history"]))
+        elif ckpt.exists():
+            raise RunError(f"{ckpt}: an unfinished stage exists in this run directory; pass --resume to continue it or choose another --out")
+        else:
+            self._log_path(stage).unlink(missing_ok=True)
+        self._fit(stage, method, hp, gen, policy, state, ckpt)
+        selected = select_epoch(state["history"], policy.name)
+        model = method.eval_model()
+        if state["best_weights"] is not None and policy.val_metric is not None:
+            final_weights = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(state["best_weights"])
+            save_weights(self.run_dir / f"{stage}.model.safetensors", model, {"epoch": str(selected["epoch"])})
+            model.load_state_dict(final_weights)
+        else:
+            save_weights(self.run_dir / f"{stage}.model.safetensors", model, {"epoch": str(selected["epoch"])})
+        self.stage_times[stage] = state["elapsed"]
+        write_json_atomic(done, {"selected": selected, "wall_time_s": state["elapsed"], "epochs": len(state["history"])})
+        return StageResult(stage, method, state["history"], selected, state["elapsed"])
+
+    def _log_path(self, stage: str) -> Path:
+        return self.run_dir / f"{stage}.metrics.jsonl"
+
+    def _fit(self, stage, method, hp, gen, policy, state, ckpt) -> None:
+        train = self.data.split("train")
+        modules, optimizers = method.modules(), method.optimizers()
+        steps_per_epoch = -(-len(method.epoch_indices(torch.Generator().manual_seed(0))) // hp["batch_size"])
+        schedulers = self._schedulers(optimizers, hp, steps_per_epoch)
+        if state.get("schedulers"):
+            for name, sch in schedulers.items():
+                sch.load_state_dict(state["schedulers"][name])
+        augment = Augment(train.spec.size) if hp["augment"] else None
+        for epoch in range(state["epoch"], hp["epochs"]):
+            t0 = time.perf_counter()
+            for m in modules.values():
+                m.train()
+            indices = method.epoch_indices(gen)
+            bar = tqdm(total=len(indices), desc=f"{stage} {epoch + 1}/{hp['epochs']}", unit="img", disable=self.quiet, leave=False)
+            loss_sum, n_seen = 0.0, 0
+            for x, y, _, idx in iterate_batches(train, indices, hp["batch_size"], hp["num_workers"]):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if augment is not None:
+                    x = augment(x, gen)
+                with self.autocast(hp["amp"]):
+                    loss, stats = method.loss(x, y, idx)
+                if not torch.isfinite(loss):
+                    raise RunError(
+                        f"stage '{stage}' epoch {epoch + 1}: the loss became {float(loss.detach())}; the last good checkpoint is {ckpt} "
+                        "(lower --set lr=..., or enable --set grad_clip=1.0, then --resume)"
+                    )
+                for opt in optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if hp["grad_clip"] > 0:
+                    for m in modules.values():
+                        torch.nn.utils.clip_grad_norm_(m.parameters(), hp["grad_clip"])
+                for opt in optimizers.values():
+                    opt.step()
+                for sch in schedulers.values():
+                    sch.step()
+                loss_sum += float(loss.detach()) * len(y)
+                n_seen += len(y)
+                bar.update(len(y))
+                bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
+            bar.close()
+            train_time = time.perf_counter() - t0
+            metrics = self.evaluate(method.eval_model(), hp)
+            state["elapsed"] += time.perf_counter() - t0
+            row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "train_img_per_s": n_seen / max(train_time, 1e-9), **metrics}
+            state["history"].append(row)
+            score = row.get("val", {}).get(policy.val_metric) if policy.val_metric else None
+            if score is not None and (state["best_score"] is None or score > state["best_score"]):
+                state["best_score"] = score
+                state["best_weights"] = {k: v.detach().cpu().clone() for k, v in method.eval_model().state_dict().items()}
+            state["epoch"] = epoch + 1
+            if state["epoch"] % hp["checkpoint_every"] == 0 or state["epoch"] == hp["epochs"]:
+                self._checkpoint(ckpt, method, gen, schedulers, state)
+            append_jsonl(self._log_path(stage), row)
+            if not self.quiet:
+                val, test = row.get("val", {}), row.get("test", {})
+                tqdm.write(
+                    f"[{stage}] epoch {epoch + 1}/{hp['epochs']} loss {row['train_loss']:.4f} "
+                    f"val avg {_fmt(val.get('avg_acc'))} unbiased {_fmt(val.get('unbiased_acc'))} | "
+                    f"{row['train_img_per_s']:.0f} img/s"
+                )
+
+    def _schedulers(self, optimizers, hp, steps_per_epoch) -> dict:
+        if hp["schedule"] == "none":
+            return {}
+        if hp["schedule"] == "cosine":
+            total = max(1, hp["epochs"] * steps_per_epoch)
+            return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for k, o in optimizers.items()}
+        raise RunError(f"unknown schedule '{hp['schedule']}'; valid: none, cosine")
+
+    def _checkpoint(self, path: Path, method: Method, gen: torch.Generator, schedulers: dict, state: dict) -> None:
+        save_state(
+            path,
+            {
+                "epoch": state["epoch"],
+                "elapsed": state["elapsed"],
+                "history_json": json.dumps(state["history"]),
+                "best_score": state["best_score"],
+                "best_weights": state["best_weights"],
+                "modules": {k: m.state_dict() for k, m in method.modules().items()},
+                "optimizers": {k: o.state_dict() for k, o in method.optimizers().items()},
+                "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+                "extra": method.extra_state(),
+                "gen": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
+        )
+
+    def _restore(self, path: Path, method: Method, gen: torch.Generator) -> dict:
+        if not path.exists():
+            raise RunError(f"{path}: the checkpoint of a finished stage is missing; delete {path.parent} to rerun")
+        st = load_state(path)
+        for k, m in method.modules().items():
+            m.load_state_dict(st["modules"][k])
+        for k, o in method.optimizers().items():
+            o.load_state_dict(st["optimizers"][k])
+        method.load_extra_state(st["extra"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        return {
+            "epoch": st["epoch"],
+            "elapsed": st["elapsed"],
+            "history": json.loads(st["history_json"]),
+            "best_score": st["best_score"],
+            "best_weights": st["best_weights"],
+            "schedulers": st["schedulers"],
+        }
+
+
+class Augment:
+    """Random crop (reflect padding of size/8) and horizontal flip, per sample, on a batch."""
+
+    def __init__(self, size: int):
+        self.pad = max(1, size // 8)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        flips = torch.rand(n, generator=gen) < 0.5
+        offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=gen)
+        padded = torch.nn.functional.pad(x, (self.pad,) * 4, mode="reflect")
+        out = torch.empty_like(x)
+        for i in range(n):
+            dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+            crop = padded[i, :, dy : dy + h, dx : dx + w]
+            out[i] = crop.flip(-1) if flips[i] else crop
+        return out
+
+
+def iterate_batches(split: Split, indices: torch.Tensor, batch_size: int, num_workers: int = 0) -> Iterator[tuple]:
+    """(x, y, b, idx) batches in the order of `indices`; in-memory splits skip the DataLoader."""
+    chunks = list(torch.split(indices, batch_size))
+    if split.in_memory:
+        for chunk in chunks:
+            yield split.batch(chunk)
+        return
+    loader = DataLoader(split, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers, persistent_workers=False)
+    yield from loader
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def read_history(run_dir: Path, stage: str = "main") -> list[dict]:
+    return read_jsonl(Path(run_dir) / f"{stage}.metrics.jsonl")

@@ -1,0 +1,69 @@
+"""Classification metrics for biased data, by their exact names (METHODS.md section 6).
+
+- ``avg_acc``: plain accuracy.
+- ``unbiased_acc``: mean of the per-(y, b)-cell accuracies over the non-empty cells.
+- ``wga``: worst (y, b) cell accuracy over the non-empty cells.
+- ``aligned_acc`` / ``conflicting_acc``: accuracy on samples whose bias value is / is not the
+  majority value of their class in the TRAINING split.
+- ``avg_acc_train_weighted``: cell accuracies weighted by the training proportions of the cells.
+- ``worst_class_acc``: the lowest per-class accuracy (needs no bias labels).
+- ``group_acc``: the per-cell table as {"y,b": accuracy or None for empty cells}.
+Metrics that need bias labels are None where the evaluated split has none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.base import UNKNOWN_BIAS
+
+METRIC_NAMES = ("avg_acc", "unbiased_acc", "wga", "aligned_acc", "conflicting_acc", "avg_acc_train_weighted", "worst_class_acc")
+
+
+def majority_bias(train_counts: np.ndarray) -> np.ndarray:
+    """For each class, the bias value it co-occurs with most in training (the aligned value)."""
+    return np.asarray(train_counts).argmax(axis=1)
+
+
+def classification_metrics(
+    preds: np.ndarray,
+    y: np.ndarray,
+    b: np.ndarray,
+    num_classes: int,
+    num_bias: int,
+    train_counts: np.ndarray | None = None,
+) -> dict:
+    """All metrics for one split. `train_counts` is the (num_classes, num_bias) training cell table."""
+    preds, y, b = (np.asarray(a, dtype=np.int64) for a in (preds, y, b))
+    correct = preds == y
+    out: dict = {name: None for name in METRIC_NAMES}
+    out["avg_acc"] = _pct(correct.mean()) if len(y) else None
+    per_class = [correct[y == c].mean() for c in range(num_classes) if (y == c).any()]
+    out["worst_class_acc"] = _pct(min(per_class)) if per_class else None
+    out["group_acc"] = {}
+    if num_bias == 0 or len(y) == 0 or (b == UNKNOWN_BIAS).any():
+        return out
+    cell_acc = np.full((num_classes, num_bias), np.nan)
+    for c in range(num_classes):
+        for v in range(num_bias):
+            mask = (y == c) & (b == v)
+            if mask.any():
+                cell_acc[c, v] = correct[mask].mean()
+            out["group_acc"][f"{c},{v}"] = None if np.isnan(cell_acc[c, v]) else _pct(cell_acc[c, v])
+    filled = ~np.isnan(cell_acc)
+    out["unbiased_acc"] = _pct(cell_acc[filled].mean())
+    out["wga"] = _pct(cell_acc[filled].min())
+    if train_counts is not None:
+        counts = np.asarray(train_counts, dtype=np.float64)
+        aligned_value = majority_bias(counts)
+        aligned = b == aligned_value[y]
+        out["aligned_acc"] = _pct(correct[aligned].mean()) if aligned.any() else None
+        out["conflicting_acc"] = _pct(correct[~aligned].mean()) if (~aligned).any() else None
+        weights = np.where(filled, counts, 0.0)
+        if weights.sum() > 0:
+            out["avg_acc_train_weighted"] = _pct((np.nan_to_num(cell_acc) * weights).sum() / weights.sum())
+    return out
+
+
+def _pct(value: float) -> float:
+    return round(float(value) * 100.0, 4)

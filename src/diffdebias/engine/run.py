@@ -1,0 +1,139 @@
+"""One run = one method on one dataset with one seed, in one directory.
+
+The directory holds `config.json` (resolved configuration), per-stage metric logs
+(`<stage>.metrics.jsonl`, one JSON line per epoch), checkpoints and weights (safetensors),
+`results.json` and the completion marker `COMPLETE`. Every finished run also appends one line
+to `runs.jsonl` in the parent directory of its run directory (config + metrics), for `collect`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..data.registry import load_dataset
+from ..errors import ConfigError, RunError
+from ..hparams import resolve_hparams
+from ..io import append_jsonl, write_json_atomic
+from ..methods import get_method
+from .loop import Engine, resolve_device
+from .selection import POLICIES, get_policy, select_epoch
+
+COMPLETE = "COMPLETE"
+
+
+def default_run_dir(method: str, dataset: str, ratio: float | None, seed: int) -> Path:
+    tag = dataset if ratio is None else f"{dataset}_r{ratio:g}"
+    return Path("runs") / tag / method / f"seed{seed}"
+
+
+def check_writable(run_dir: Path, need_bytes: int = 50 * 2**20) -> None:
+    """Fail early if the output directory cannot hold the run's artifacts."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{run_dir}: cannot create the output directory ({exc.strerror}); choose another --out") from None
+    if not os.access(run_dir, os.W_OK):
+        raise RunError(f"{run_dir}: no write permission; choose another --out")
+    free = shutil.disk_usage(run_dir).free
+    if free < need_bytes:
+        raise RunError(f"{run_dir}: only {free / 2**20:.0f} MiB free, about {need_bytes / 2**20:.0f} MiB needed; free space or choose another --out")
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (Path(run_dir) / COMPLETE).exists() and (Path(run_dir) / "results.json").exists()
+
+
+def run_method(
+    method: str,
+    dataset: str,
+    *,
+    root: str | None = None,
+    ratio: float | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """Run `method` on `dataset` and return its results (read back if the run is complete)."""
+    method_cls = get_method(method)
+    hp = resolve_hparams(method, dataset, overrides)
+    get_policy(hp["selection"])
+    run_dir = Path(out) if out is not None else default_run_dir(method, dataset, ratio, seed)
+    if is_complete(run_dir):
+        return json.loads((run_dir / "results.json").read_text())
+    check_writable(run_dir)
+    t0 = time.perf_counter()
+    data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
+    data_time = time.perf_counter() - t0
+    config = {
+        "method": method,
+        "dataset": dataset,
+        "ratio": data.info.get("ratio"),
+        "seed": seed,
+        "root": data.info.get("root"),
+        "data_options": data.info.get("options", {}),
+        "hparams": hp,
+    }
+    _check_config(run_dir, config, resume)
+    device = resolve_device(hp["device"])
+    engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
+    result = engine.train_stage("main", method_cls, hp)
+    policy = get_policy(hp["selection"])
+    uses_train_b = method_cls.needs_bias_labels(hp)
+    results = {
+        **{k: config[k] for k in ("method", "dataset", "ratio", "seed")},
+        "selection": policy.name,
+        "selected_epoch": result.selected["epoch"],
+        "bias_labels_used": {"training": uses_train_b, "selection": policy.uses_val_bias_labels},
+        "oracle": uses_train_b,
+        "val": result.selected.get("val", {}),
+        "test": result.selected.get("test", {}),
+        "by_policy": _by_policy(result.history),
+        "wall_time_s": {"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
+        "notes": engine.notes,
+        "hparams": hp,
+        "data_options": config["data_options"],
+        "device": str(device),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "version": __version__,
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    (run_dir / COMPLETE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **results})
+    return results
+
+
+def _by_policy(history: list[dict]) -> dict:
+    """What each selection policy would pick, with its bias-label use recorded."""
+    out = {}
+    for name, pol in POLICIES.items():
+        try:
+            row = select_epoch(history, name)
+        except ConfigError:  # a policy this dataset's val split cannot support
+            continue
+        out[name] = {"epoch": row["epoch"], "uses_val_bias_labels": pol.uses_val_bias_labels, "val": row.get("val", {}), "test": row.get("test", {})}
+    return out
+
+
+def _check_config(run_dir: Path, config: dict, resume: bool) -> None:
+    path = run_dir / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(config)):
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config)).get(k))
+            raise RunError(f"{path}: this run directory holds a run with another configuration (differs in {', '.join(changed)}); choose another --out")
+        return
+    if any(run_dir.glob("*.ckpt.safetensors")) and not resume:
+        raise RunError(f"{run_dir}: holds checkpoints but no config.json; choose another --out")
+    write_json_atomic(path, config)

@@ -1,0 +1,26 @@
+"""The registry of classifier-debiasing methods: one file per method, one line each here."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Method
+from .erm import ERM
+from .gce import GCE
+from .groupdro import GroupDRO
+from .jtt import JTT
+from .lff import LfF
+
+METHODS: dict[str, type[Method]] = {
+    "erm": ERM,
+    "gce": GCE,
+    "lff": LfF,
+    "jtt": JTT,
+    "groupdro": GroupDRO,
+}
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'; valid: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+

@@ -1,0 +1,7 @@
+"""ERM: plain cross-entropy."""
+
+from .base import Method
+
+
+class ERM(Method):
+    name = "erm"

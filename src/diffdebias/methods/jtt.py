@@ -1,0 +1,27 @@
+"""Just Train Twice (Liu et al. 2021): ERM for `jtt_epochs`, then a fresh model on the
+training set with the first model's error set upsampled `lambda_up` times."""
+
+from __future__ import annotations
+
+import torch
+
+from ..io import write_json_atomic
+from .base import Method
+from .erm import ERM
+
+
+class JTT(Method):
+    name = "jtt"
+
+    def prepare(self, engine) -> None:
+        first = engine.train_stage("jtt_stage1", ERM, {**self.ctx.hp, "epochs": self.ctx.hp["jtt_epochs"], "selection": "last"})
+        train = self.ctx.data.split("train")
+        preds = engine.predict(first.method.eval_model(), train)
+        errors = torch.nonzero(torch.as_tensor(preds) != train.y).flatten()
+        write_json_atomic(engine.run_dir / "jtt_error_set.json", {"size": len(errors), "indices": errors.tolist()})
+        extra = errors.repeat(self.ctx.hp["lambda_up"] - 1)
+        self.upsampled = torch.cat([torch.arange(len(train)), extra])
+        engine.note("jtt_error_set_size", len(errors))
+
+    def epoch_indices(self, gen):
+        return self.upsampled[torch.randperm(len(self.upsampled), generator=gen)]

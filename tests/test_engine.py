@@ -1,0 +1,101 @@
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from diffdebias.cli import main
+from diffdebias.engine.loop import Engine
+from diffdebias.engine.run import run_method
+from diffdebias.errors import ConfigError, RunError
+from diffdebias.hparams import resolve_hparams
+from diffdebias.methods import ERM
+
+from .conftest import require_fmnist
+
+FAST = ["epochs=2", "batch_size=512"]
+
+
+@pytest.mark.parametrize("method", ["erm", "gce", "lff", "jtt", "groupdro"])
+def test_every_method_runs_from_the_cli(method, tmp_path):
+    require_fmnist()
+    out = tmp_path / method
+    args = ["run", method, "--dataset", "colored_fmnist", "--ratio", "1", "--out", str(out), "-q"]
+    for s in FAST + (["jtt_epochs=1"] if method == "jtt" else []):
+        args += ["--set", s]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "COMPLETE").exists() and (out / "main.model.safetensors").exists()
+    for key in ("method", "dataset", "ratio", "seed", "selection", "bias_labels_used", "val", "test", "wall_time_s", "version"):
+        assert key in results
+    for name in ("avg_acc", "unbiased_acc", "wga", "aligned_acc", "conflicting_acc", "avg_acc_train_weighted", "group_acc"):
+        assert name in results["test"] and name in results["val"]
+    assert results["bias_labels_used"]["training"] is (method == "groupdro")
+    assert results["test"]["aligned_acc"] > 50  # it learned something (a biased model only the colour)
+    assert len((out / "main.metrics.jsonl").read_text().splitlines()) == 2
+    if method == "jtt":
+        assert (out / "jtt_stage1.done.json").exists() and results["notes"]["jtt_error_set_size"] > 0
+    # a complete run is not redone
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0 and results["test"]["avg_acc"] == json.loads((out / "results.json").read_text())["test"]["avg_acc"]
+
+
+def test_selection_never_reads_the_test_split(cfmnist, tmp_path):
+    hp = resolve_hparams("erm", "colored_fmnist", {"epochs": 4, "selection": "val_avg"})
+    test = cfmnist.split("test")
+    shuffled = test.subset(torch.arange(len(test)))
+    shuffled.y = test.y[torch.randperm(len(test), generator=torch.Generator().manual_seed(1))]
+    permuted = replace(cfmnist, splits={**cfmnist.splits, "test": shuffled})
+    a = Engine(cfmnist, tmp_path / "a", 0, torch.device("cpu"), quiet=True).train_stage("main", ERM, hp)
+    b = Engine(permuted, tmp_path / "b", 0, torch.device("cpu"), quiet=True).train_stage("main", ERM, hp)
+    assert a.selected["epoch"] == b.selected["epoch"]
+    assert [r["val"] for r in a.history] == [r["val"] for r in b.history]
+    assert a.history[-1]["test"]["avg_acc"] != b.history[-1]["test"]["avg_acc"]
+
+
+@pytest.mark.parametrize("method", ["erm", "lff"])
+def test_resume_equals_uninterrupted_run(method, tmp_path, monkeypatch):
+    require_fmnist()
+    kw = dict(ratio=1.0, seed=3, overrides={"epochs": 3, "batch_size": 512, "schedule": "cosine"}, quiet=True)
+    full = run_method(method, "colored_fmnist", out=tmp_path / "full", **kw)
+
+    calls = {"n": 0}
+    real_evaluate = Engine.evaluate
+
+    def crash_in_epoch_two(self, model, hp):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_evaluate(self, model, hp)
+
+    monkeypatch.setattr(Engine, "evaluate", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_method(method, "colored_fmnist", out=tmp_path / "cut", **kw)
+    monkeypatch.setattr(Engine, "evaluate", real_evaluate)
+    with pytest.raises(RunError, match="--resume"):
+        run_method(method, "colored_fmnist", out=tmp_path / "cut", **kw)
+    resumed = run_method(method, "colored_fmnist", out=tmp_path / "cut", resume=True, **kw)
+    assert resumed["test"] == full["test"] and resumed["val"] == full["val"]
+    assert len((tmp_path / "cut" / "main.metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_unknown_hyperparameter_lists_valid_keys():
+    with pytest.raises(ConfigError, match="valid keys: .*batch_size"):
+        resolve_hparams("erm", "colored_fmnist", {"batchsize": 3})
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve_hparams("erm", "colored_fmnist", {"lr": "fast"})
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path, monkeypatch):
+    require_fmnist()
+    real_loss = ERM.loss
+
+    def nan_loss(self, x, y, idx):
+        loss, stats = real_loss(self, x, y, idx)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(ERM, "loss", nan_loss)
+    with pytest.raises(RunError, match="loss became nan"):
+        run_method("erm", "colored_fmnist", ratio=1.0, out=tmp_path, overrides={"epochs": 1}, quiet=True)

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from diffdebias.engine.metrics import classification_metrics
+
+
+def test_metrics_against_hand_computed_values():
+    # 2 classes x 2 bias values; training cells: (0,0) 8, (0,1) 2, (1,0) 1, (1,1) 9
+    train_counts = np.array([[8, 2], [1, 9]])
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    b = np.array([0, 0, 0, 1, 1, 0, 0, 1, 1, 1])
+    p = np.array([0, 0, 1, 0, 1, 0, 1, 1, 1, 0])
+    m = classification_metrics(p, y, b, 2, 2, train_counts)
+    # cells: (0,0) 2/3, (0,1) 1/2, (1,0) 1/2, (1,1) 2/3
+    assert m["avg_acc"] == pytest.approx(60.0)
+    assert m["unbiased_acc"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 2 + 2 / 3) / 4, abs=1e-3)
+    assert m["wga"] == pytest.approx(50.0)
+    # aligned = (0,0) and (1,1): 4/6 ; conflicting = (0,1) and (1,0): 2/4
+    assert m["aligned_acc"] == pytest.approx(100 * 4 / 6, abs=1e-3)
+    assert m["conflicting_acc"] == pytest.approx(50.0)
+    expected_tw = (8 * 2 / 3 + 2 * 1 / 2 + 1 * 1 / 2 + 9 * 2 / 3) / 20
+    assert m["avg_acc_train_weighted"] == pytest.approx(100 * expected_tw, abs=1e-3)
+    assert m["worst_class_acc"] == pytest.approx(60.0)
+    assert m["group_acc"]["0,1"] == pytest.approx(50.0)
+
+
+def test_empty_cells_are_skipped_not_zero():
+    train_counts = np.array([[5, 1, 0], [0, 5, 1]])
+    y = np.array([0, 0, 1, 1])
+    b = np.array([0, 0, 1, 2])  # cells (0,1), (0,2), (1,0) are empty in this split
+    p = np.array([0, 1, 1, 0])
+    m = classification_metrics(p, y, b, 2, 3, train_counts)
+    assert m["group_acc"]["0,1"] is None and m["group_acc"]["1,0"] is None
+    assert m["unbiased_acc"] == pytest.approx((50 + 100 + 0) / 3, abs=1e-3)
+    assert m["wga"] == 0.0
+    assert m["aligned_acc"] == pytest.approx(100 * 2 / 3, abs=1e-3)  # (0,0) x2 and (1,1)
+    assert m["conflicting_acc"] == 0.0  # (1,2)
+
+
+def test_unknown_bias_gives_only_label_free_metrics():
+    m = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), np.array([-1, -1, -1]), 2, 2, None)
+    assert m["avg_acc"] == pytest.approx(200 / 3, abs=1e-3)
+    assert m["worst_class_acc"] == 50.0
+    assert m["unbiased_acc"] is None and m["wga"] is None and m["conflicting_acc"] is None
+
+
+def test_conflicting_only_split():
+    # like BFFHQ's test split: only bias-conflicting samples, aligned_acc is undefined
+    m = classification_metrics(np.array([1, 1]), np.array([0, 1]), np.array([1, 0]), 2, 2, np.array([[9, 1], [1, 9]]))
+    assert m["aligned_acc"] is None and m["conflicting_acc"] == 50.0
