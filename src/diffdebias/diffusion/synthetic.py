@@ -1,0 +1,159 @@
+"""Synthetic datasets sampled from a trained generator, cached by what made them.
+
+A synthetic set is a folder with `images.npy` (uint8 N x C x H x W), `labels.npy` (int64),
+`meta.json` and PNG grids; the data layer loads it as dataset `synthetic` (bias unknown). The
+folder name is a hash of (training data identity, model config, checkpoint digest, sampler,
+steps, w, N per class, seed): asking again for the same set reuses it. Classes are sampled one
+at a time into `parts/` so an interrupted generation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import RunError
+from ..io import atomic_path, write_json_atomic
+from ..paths import cache_home
+from .pipeline import ClassConditionalPipeline
+from .schedulers import sampling_scheduler, training_scheduler
+from .train import load_unet
+
+
+def checkpoint_digest(model_dir: Path) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def synthetic_key(run_dir: Path, snapshot: int | None, sampler: str, steps: int, w: float, per_class: int, seed: int) -> str:
+    meta = json.loads((Path(run_dir) / "config.json").read_text())
+    model_dir = Path(run_dir) / ("unet_ema" if snapshot is None else f"snapshots/step{snapshot}")
+    key = {
+        "data": meta["data_identity"],
+        "model": meta["config"],
+        "checkpoint": checkpoint_digest(model_dir),
+        "sampler": sampler,
+        "steps": steps,
+        "w": float(w),
+        "per_class": per_class,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def is_complete(out: Path) -> bool:
+    """A synthetic folder is complete when meta.json exists and its arrays match it."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+        labels = np.load(out / "labels.npy", allow_pickle=False)
+        images = np.load(out / "images.npy", allow_pickle=False, mmap_mode="r")
+        return len(labels) == len(images) == meta["num_images"]
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return False
+
+
+def generate_synthetic(
+    run_dir: Path,
+    per_class: int,
+    *,
+    sampler: str = "ddim",
+    steps: int = 20,
+    w: float = 1.0,
+    seed: int = 0,
+    snapshot: int | None = None,
+    out: Path | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    quiet: bool = False,
+    classes: list[int] | None = None,
+) -> Path:
+    """Sample `per_class` images of every class from a trained generator; reuse a cached set."""
+    from ..engine.loop import resolve_device
+
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / "config.json").read_text())
+    key = synthetic_key(run_dir, snapshot, sampler, steps, w, per_class, seed)
+    out = Path(out) if out is not None else cache_home() / "synthetic" / key
+    if is_complete(out):
+        return out
+    if out.exists() and (out / "meta.json").exists():
+        shutil.rmtree(out)  # failed verification: rebuild, never use
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    unet = load_unet(run_dir, snapshot).to(resolve_device(device))
+    train_cfg = meta["config"]
+    base = training_scheduler(train_cfg["schedule"], train_cfg["prediction"], train_cfg["timesteps"], train_cfg["beta_start"], train_cfg["beta_end"])
+    pipe = ClassConditionalPipeline(unet, sampling_scheduler(sampler, base.config), null_class=meta["num_classes"])
+    t0 = time.perf_counter()
+    for c in classes if classes is not None else range(meta["num_classes"]):
+        part = parts / f"class{c}.npy"
+        if part.exists():
+            continue
+        gen = torch.Generator().manual_seed(seed * 100_003 + c)
+        if not quiet:
+            print(f"sampling class {c}: {per_class} images ({sampler}, {steps} steps, w={w})", flush=True)
+        images = pipe(torch.full((per_class,), c), w=w, steps=steps, generator=gen, batch_size=batch_size)
+        with atomic_path(part) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, images.numpy())
+    if classes is not None:
+        return out
+    elapsed = time.perf_counter() - t0
+    assemble(out, meta, per_class, {"sampler": sampler, "steps": steps, "w": w, "seed": seed, "snapshot": snapshot, "generator_run": str(run_dir), "key": key, "sampling_wall_time_s": round(elapsed, 3)})
+    return out
+
+
+def assemble(out: Path, gen_meta: dict, per_class: int, extra: dict) -> None:
+    """Join the per-class parts into images.npy / labels.npy, write grids and meta.json last."""
+    num_classes = gen_meta["num_classes"]
+    chunks = [np.load(out / "parts" / f"class{c}.npy", allow_pickle=False) for c in range(num_classes)]
+    if any(len(c) != per_class for c in chunks):
+        raise RunError(f"{out / 'parts'}: a class part has the wrong number of images; delete the folder and sample again")
+    images = np.concatenate(chunks)
+    labels = np.repeat(np.arange(num_classes), per_class)
+    for name, arr in (("images.npy", images), ("labels.npy", labels)):
+        with atomic_path(out / name) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)
+    write_grids(out, images, labels, num_classes)
+    meta = {
+        "num_images": int(len(labels)),
+        "per_class": per_class,
+        "num_classes": num_classes,
+        "class_names": gen_meta.get("class_names"),
+        "channels": int(images.shape[1]),
+        "image_size": int(images.shape[-1]),
+        "source_dataset": gen_meta["dataset"],
+        "source_ratio": gen_meta.get("ratio"),
+        "data_identity": gen_meta["data_identity"],
+        **extra,
+    }
+    write_json_atomic(out / "meta.json", meta)
+    shutil.rmtree(out / "parts", ignore_errors=True)
+
+
+def write_grids(out: Path, images: np.ndarray, labels: np.ndarray, num_classes: int, per_row: int = 8) -> None:
+    """grid_class{c}.png (up to 8 x 8 samples of class c) and grid.png (one row of 8 per class)."""
+    def tile(batch: np.ndarray, cols: int) -> Image.Image:
+        n, c, h, w = batch.shape
+        rows = -(-n // cols)
+        canvas = np.zeros((rows * (h + 2), cols * (w + 2), c), dtype=np.uint8)
+        for i, img in enumerate(batch):
+            r, k = divmod(i, cols)
+            canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = img.transpose(1, 2, 0)
+        im = Image.fromarray(canvas[:, :, 0] if c == 1 else canvas)
+        return im.resize((im.width * 2, im.height * 2), Image.Resampling.NEAREST)
+
+    for c in range(num_classes):
+        tile(images[labels == c][: per_row * per_row], per_row).save(out / f"grid_class{c}.png")
+    rows = [images[labels == c][:per_row] for c in range(num_classes)]
+    tile(np.concatenate([np.pad(r, ((0, per_row - len(r)), (0, 0), (0, 0), (0, 0))) for r in rows]), per_row).save(out / "grid.png")
