@@ -110,7 +110,7 @@ def diffusion_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
     from .diffusion.train import DiffusionConfig, train_diffusion
 
     data_opts, overrides = split_data_options(parse_sets(sets))
-    cfg = DiffusionConfig.from_overrides(overrides)
+    cfg = DiffusionConfig.for_dataset(dataset, overrides)
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
     run_dir = train_diffusion(data, cfg, out, resume=resume, quiet=quiet)
     click.echo(f"diffusion model: {run_dir}")
@@ -119,8 +119,8 @@ def diffusion_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
 @diffusion.command("sample")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A trained diffusion run directory.")
 @click.option("--per-class", type=int, required=True)
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp"]), default="ddim", show_default=True)
-@click.option("--steps", type=int, default=20, show_default=True)
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp"]), default="dpmpp", show_default=True)
+@click.option("--steps", type=int, default=10, show_default=True)
 @click.option("--w", type=float, default=1.0, show_default=True, help="Guidance weight (DDB convention; diffusers guidance_scale = 1 + w).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--snapshot", type=int, default=None, help="Sample from the snapshot saved at this step.")

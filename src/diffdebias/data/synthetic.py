@@ -11,7 +11,7 @@ from ..errors import DatasetError
 from .base import UNKNOWN_BIAS, BiasedDataset, ImageSpec, TensorSplit
 from .registry import register_dataset
 
-SPLIT_FRACTIONS = (0.9, 0.05, 0.05)  # train / val / test, per class, deterministic
+SPLIT_FRACTIONS = (0.9, 0.05, 0.05)  # train / val / test, random but deterministic
 
 
 @register_dataset(
@@ -33,14 +33,11 @@ def synthetic(root: Path, ratio: float | None, seed: int = 0) -> BiasedDataset:
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
         raise DatasetError(f"{root / 'images.npy'}: expected uint8 (N, C, H, W) with one label per image in labels.npy")
     num_classes = int(meta.get("num_classes", labels.max() + 1))
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_val = max(1, int(round(SPLIT_FRACTIONS[1] * len(members)))) if len(members) > 2 else 0
-        parts["val"] += members[:n_val].tolist()
-        parts["test"] += members[n_val : 2 * n_val].tolist()
-        parts["train"] += members[2 * n_val :].tolist()
+    if len(labels) < 3:
+        raise DatasetError(f"{root}: a synthetic set needs at least 3 images to form train / val / test splits")
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_held = max(1, int(round(SPLIT_FRACTIONS[1] * len(labels))))
+    parts = {"val": order[:n_held], "test": order[n_held : 2 * n_held], "train": order[2 * n_held :]}
     c = images.shape[1]
     spec = ImageSpec(images.shape[-1], c, (0.0,) * c, (1.0,) * c)
     splits = {}
