@@ -160,3 +160,23 @@ def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
                f"(judges on real test: class {report['class_judge']['real_test_acc']:.1f}%, bias {report['bias_judge']['real_test_acc']:.1f}%)")  # fmt: skip
     if json_out:
         write_json_atomic(json_out, report)
+
+
+@main.command("collect")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+@friendly_errors
+def collect_cmd(directory: str, split: str, csv_path: str | None) -> None:
+    """Mean +- std over seeds of every complete run under DIRECTORY (markdown, optional CSV)."""
+    from pathlib import Path
+
+    from .collect import find_results, runs_frame, summary_table, to_markdown
+
+    results = find_results(Path(directory))
+    if not results:
+        raise click.ClickException(f"no complete run (results.json + COMPLETE) under {directory}")
+    table = summary_table(runs_frame(results, split))
+    click.echo(to_markdown(table))
+    if csv_path:
+        table.to_csv(csv_path, index=False)

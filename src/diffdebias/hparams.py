@@ -31,12 +31,32 @@ COMMON: dict[str, Any] = {
     "checkpoint_every": 1,  # epochs
 }
 
+# Diffusing DeBias, shared by its recipes: the generator (cached; `gen_seed` fixed by default so
+# that seeds and recipes share one generator), the synthetic set and the Bias Amplifier.
+DDB_DEFAULTS: dict[str, Any] = {
+    "gen_steps": 0,  # diffusion training steps; 0 = the dataset's default (DiffusionConfig)
+    "gen_seed": 0,
+    "syn_per_class": 300,
+    "sampler": "dpmpp",
+    "sampler_steps": 10,
+    "w": 1.0,
+    "ba_source": "synthetic",  # synthetic | real (the paper's ablation)
+    "ba_loss": "gce",  # gce | ce
+    "ba_q": 0.7,
+    "ba_epochs": 20,
+    "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
+    "ba_compare": True,  # also train the BA on the other source, for diagnostics only
+}
+
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "erm": {},
     "gce": {"q": 0.7},
     "lff": {"q": 0.7, "ema": 0.7},
     "jtt": {"jtt_epochs": 1, "lambda_up": 50},
     "groupdro": {"groups": "oracle", "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
+    "ddb1": {**DDB_DEFAULTS, "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
+    "ddb1_errset": {**DDB_DEFAULTS, "lambda_up": 50},
+    "ddb2": {**DDB_DEFAULTS, "ema": 0.7},
 }
 
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {

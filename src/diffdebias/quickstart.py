@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from .report_text import fmt
 
 DATASET = "colored_fmnist"
 RATIO = 1.0
-# Methods run by quickstart, in order. DDB recipes join once the diffusion engine lands.
-METHODS = ("erm", "lff")
+# Methods run by quickstart, in order; the DDB recipes share one cached generator.
+METHODS = ("erm", "lff", "ddb1", "ddb2")
 COLUMNS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc")
 
 
@@ -31,6 +32,14 @@ def quickstart(out: Path, seed: int = 0, quiet: bool = False, echo=print) -> lis
         f"# diffdebias quickstart\n\nDataset `{DATASET}` at rho = {RATIO:g}% bias-conflicting training samples, seed {seed}.\n"
         f"Test split is bias-uniform; model selection by each run's policy on validation (no bias labels).\n\n{table}\n"
     )
+    grid = next((Path(r["notes"]["generator"]["synthetic_set"]) / "grid.png" for r in rows if "generator" in r.get("notes", {})), None)
+    if grid is not None and grid.exists():
+        shutil.copyfile(grid, out / "synthetic_grid.png")
+        summary += "\n## Synthetic images of the DDB generator (one row per class)\n\n![samples](synthetic_grid.png)\n"
+    diag = next((r["notes"]["ba_diagnostics"] for r in rows if "ba_diagnostics" in r.get("notes", {})), None)
+    if diag:
+        summary += "\n## Bias Amplifier diagnostics (true bias labels used for evaluation only)\n\n| BA trained on | AUROC | precision | recall |\n|---|---|---|---|\n"
+        summary += "".join(f"| {k} | {v.get('auroc')} | {v.get('precision')} | {v.get('recall')} |\n" for k, v in diag.items())
     write_text_atomic(out / "summary.md", summary)
     return rows
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..data.base import BiasedDataset, TensorSplit
-from ..engine.loop import Engine, resolve_device
+from ..engine.loop import Engine
+from ..runtime import resolve_device
 from ..engine.metrics import majority_bias
 from ..errors import DatasetError
 from ..hparams import resolve_hparams

@@ -22,6 +22,7 @@ from PIL import Image
 from ..errors import RunError
 from ..io import atomic_path, write_json_atomic
 from ..paths import cache_home
+from ..runtime import resolve_device
 from .pipeline import ClassConditionalPipeline
 from .schedulers import sampling_scheduler, training_scheduler
 from .train import load_unet
@@ -77,8 +78,6 @@ def generate_synthetic(
     classes: list[int] | None = None,
 ) -> Path:
     """Sample `per_class` images of every class from a trained generator; reuse a cached set."""
-    from ..engine.loop import resolve_device
-
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "config.json").read_text())
     key = synthetic_key(run_dir, snapshot, sampler, steps, w, per_class, seed)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
-from ..engine.loop import resolve_device, seed_everything
+from ..runtime import resolve_device, seed_everything
 from ..errors import ConfigError, RunError
 from ..hparams import coerce
 from ..io import append_jsonl, write_json_atomic

@@ -7,9 +7,7 @@ epoch into one safetensors file, so `--resume` continues it exactly; a finished 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from ..data.base import BiasedDataset, Split
 from ..errors import RunError
 from ..io import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from ..methods.base import Method, MethodContext
+from ..runtime import derived_seed, seed_everything
 from ..state import load_state, save_state, save_weights
 from .metrics import classification_metrics
 from .selection import get_policy, select_epoch
@@ -36,24 +35,6 @@ class StageResult:
     history: list[dict]
     selected: dict
     wall_time_s: float
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device={name} asked for, but no CUDA device is available; use --set device=cpu")
-    return torch.device(name)
-
-
-def stage_seed(seed: int, stage: str) -> int:
-    return int(hashlib.sha256(f"{seed}:{stage}".encode()).hexdigest()[:8], 16)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Engine:
@@ -115,10 +96,10 @@ class Engine:
         """Train `method_cls` with `hp` as stage `stage`, resuming or reloading what exists."""
         ckpt = self.run_dir / f"{stage}.ckpt.safetensors"
         done = self.run_dir / f"{stage}.done.json"
-        seed_everything(stage_seed(self.seed, stage))
+        seed_everything(derived_seed(self.seed, stage))
         method = method_cls(self.context(method_cls, hp, groups))
         method.prepare(self)
-        gen = torch.Generator().manual_seed(stage_seed(self.seed, stage + "/data"))
+        gen = torch.Generator().manual_seed(derived_seed(self.seed, stage + "/data"))
         policy = get_policy(hp["selection"])
         state = {"epoch": 0, "history": [], "elapsed": 0.0, "best_score": None, "best_weights": None}
         if done.exists() or (ckpt.exists() and self.resume):

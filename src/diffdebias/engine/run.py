@@ -24,7 +24,8 @@ from ..errors import ConfigError, RunError
 from ..hparams import resolve_hparams
 from ..io import append_jsonl, write_json_atomic
 from ..methods import get_method
-from .loop import Engine, resolve_device
+from ..runtime import resolve_device
+from .loop import Engine
 from .selection import POLICIES, get_policy, select_epoch
 
 COMPLETE = "COMPLETE"

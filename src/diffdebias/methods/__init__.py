@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Method
+from .ddb1 import DDB1
+from .ddb1_errset import DDB1ErrSet
+from .ddb2 import DDB2
 from .erm import ERM
 from .gce import GCE
 from .groupdro import GroupDRO
@@ -16,6 +19,9 @@ METHODS: dict[str, type[Method]] = {
     "lff": LfF,
     "jtt": JTT,
     "groupdro": GroupDRO,
+    "ddb1": DDB1,
+    "ddb1_errset": DDB1ErrSet,
+    "ddb2": DDB2,
 }
 
 

@@ -30,17 +30,25 @@ class GroupDRO(Method):
 
     @classmethod
     def needs_bias_labels(cls, hp: dict) -> bool:
-        return hp["groups"] == "oracle"
+        return hp.get("groups") == "oracle"
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
-        if ctx.groups is None:
-            y = ctx.data.split("train").y
-            ctx.groups = groups_from_labels(ctx.hp["groups"], y, ctx.train_b, ctx.data.num_bias)
-        self.groups = ctx.groups.long().cpu()
-        self.num_groups = int(self.groups.max()) + 1
+        if ctx.groups is not None:
+            self.set_groups(ctx.groups)
+        elif ctx.hp.get("groups", "given") != "given":
+            self.set_groups(groups_from_labels(ctx.hp["groups"], ctx.data.split("train").y, ctx.train_b, ctx.data.num_bias))
+
+    def prepare(self, engine) -> None:
+        if not hasattr(self, "groups"):
+            raise ConfigError("groups=given: no groups were passed; use groups=oracle or class, or a recipe that infers them (ddb1)")
+
+    def set_groups(self, groups: torch.Tensor, num_groups: int | None = None) -> None:
+        """Group id of every training sample (from labels, or from a group inferrer)."""
+        self.groups = groups.long().cpu()
+        self.num_groups = num_groups or int(self.groups.max()) + 1
         self.counts = torch.bincount(self.groups, minlength=self.num_groups).float()
-        self.adj = ctx.hp["group_adj"] / self.counts.clamp_min(1).sqrt()
+        self.adj = self.ctx.hp["group_adj"] / self.counts.clamp_min(1).sqrt()
         self.q = torch.ones(self.num_groups) / self.num_groups
 
     def epoch_indices(self, gen):

@@ -19,9 +19,13 @@ class JTT(Method):
         preds = engine.predict(first.method.eval_model(), train)
         errors = torch.nonzero(torch.as_tensor(preds) != train.y).flatten()
         write_json_atomic(engine.run_dir / "jtt_error_set.json", {"size": len(errors), "indices": errors.tolist()})
-        extra = errors.repeat(self.ctx.hp["lambda_up"] - 1)
-        self.upsampled = torch.cat([torch.arange(len(train)), extra])
+        self.upsampled = upsample(len(train), errors, self.ctx.hp["lambda_up"])
         engine.note("jtt_error_set_size", len(errors))
 
     def epoch_indices(self, gen):
         return self.upsampled[torch.randperm(len(self.upsampled), generator=gen)]
+
+
+def upsample(n: int, error_set: torch.Tensor, lambda_up: int) -> torch.Tensor:
+    """All n training indices, with those of the error set repeated lambda_up times in total."""
+    return torch.cat([torch.arange(n), error_set.repeat(lambda_up - 1)])

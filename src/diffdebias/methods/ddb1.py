@@ -1,0 +1,13 @@
+"""DDB Recipe I: the Bias Amplifier's pseudo-groups (class x {aligned, conflicting}) feed Group DRO."""
+
+from .groupdro import GroupDRO
+
+
+class DDB1(GroupDRO):
+    name = "ddb1"
+
+    def prepare(self, engine) -> None:
+        from ..ddb import bias_amplifier_groups  # late: ddb imports the engine, which imports methods
+
+        inference = bias_amplifier_groups(engine, self.ctx.hp)
+        self.set_groups(inference.groups(self.ctx.data.split("train").y), num_groups=2 * self.ctx.data.num_classes)

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from diffdebias.cli import main
+from diffdebias.diffusion import train as train_mod
+from diffdebias.engine import loop as loop_mod
+from diffdebias.engine.run import run_method
+
+from .conftest import require_fmnist
+
+TINY = {"epochs": 1, "batch_size": 512, "gen_steps": 6, "syn_per_class": 4, "sampler_steps": 2, "ba_epochs": 1}
+
+
+@pytest.mark.parametrize("method", ["ddb1", "ddb1_errset", "ddb2"])
+def test_each_recipe_runs_from_the_cli(method, tmp_path):
+    require_fmnist()
+    args = ["run", method, "--dataset", "colored_fmnist", "--ratio", "1", "--out", str(tmp_path / method), "-q"]
+    for k, v in {**TINY, "lambda_up": 5}.items() if method == "ddb1_errset" else TINY.items():
+        args += ["--set", f"{k}={v}"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / method / "results.json").read_text())
+    assert r["bias_labels_used"] == {"training": False, "selection": False}
+    diag = r["notes"]["ba_diagnostics"]
+    for source in ("synthetic", "real"):  # the ablation is measured in every run
+        assert 0.0 <= diag[source]["auroc"] <= 1.0 and diag[source]["num_conflicting"] == 540
+        assert {"precision", "recall", "num_flagged"} <= set(diag[source])
+    assert r["notes"]["generator"]["per_class"] == 4
+    assert {"diffusion_train", "sampling", "ba_synthetic", "ba_real", "main"} <= set(r["wall_time_s"])
+
+
+def test_bias_amplifier_never_sees_real_images(tmp_path, monkeypatch):
+    require_fmnist()
+    seen = []
+    real_train_stage = loop_mod.Engine.train_stage
+
+    def spy(self, stage, method_cls, hp, **kw):
+        train = self.data.split("train")
+        seen.append((str(self.run_dir.name), stage, self.data.name, len(train)))
+        return real_train_stage(self, stage, method_cls, hp, **kw)
+
+    monkeypatch.setattr(loop_mod.Engine, "train_stage", spy)
+    run_method("ddb2", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_compare": False}, quiet=True)
+    ba = [s for s in seen if s[1] == "ba"]
+    assert ba == [("ba_synthetic", "ba", "synthetic", ba[0][3])]
+    assert ba[0][3] < 40  # the synthetic training split (4 per class, 90%), not the 54,000 real images
+    r = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert set(r["notes"]["ba_diagnostics"]) == {"synthetic"}
+
+
+def test_ba_source_real_is_the_ablation(tmp_path):
+    require_fmnist()
+    r = run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_source": "real", "ba_compare": False}, quiet=True)
+    assert set(r["notes"]["ba_diagnostics"]) == {"real"} and "generator" not in r["notes"]
+
+
+def test_recipes_and_seeds_share_one_generator(tmp_path, monkeypatch):
+    require_fmnist()
+    run_method("ddb1", "colored_fmnist", ratio=1.0, seed=0, out=tmp_path / "a", overrides=TINY, quiet=True)
+    monkeypatch.setattr(train_mod, "build_unet", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained a second generator")))
+    r = run_method("ddb2", "colored_fmnist", ratio=1.0, seed=1, out=tmp_path / "b", overrides=TINY, quiet=True)
+    a = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert r["notes"]["generator"]["synthetic_set"] == a["notes"]["generator"]["synthetic_set"]
