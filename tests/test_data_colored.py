@@ -107,3 +107,16 @@ def test_labels_out_of_range_and_empty_split_refused():
         BiasedDataset("fixture", {"train": ok, "val": ok, "test": empty}, 2, 2, spec)
     table = group_table(ok, 2, 2)
     assert table.loc[1, "unknown"] == 1 and table.loc[0, 0] == 1
+
+
+def test_non_square_images_are_centre_cropped_not_stretched(tmp_path):
+    from PIL import Image
+
+    from diffdebias.data.base import load_image
+
+    arr = np.zeros((20, 60, 3), dtype=np.uint8)  # 60 wide, 20 high: red centre third, black sides
+    arr[:, 20:40, 0] = 255
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    out = load_image(tmp_path / "wide.png", 10, 3)
+    assert out.shape == (3, 10, 10)
+    assert out[0].float().mean() > 240 and out[1:].max() < 15  # only the red centre is kept

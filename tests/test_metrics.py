@@ -48,3 +48,25 @@ def test_conflicting_only_split():
     # like BFFHQ's test split: only bias-conflicting samples, aligned_acc is undefined
     m = classification_metrics(np.array([1, 1]), np.array([0, 1]), np.array([1, 0]), 2, 2, np.array([[9, 1], [1, 9]]))
     assert m["aligned_acc"] is None and m["conflicting_acc"] == 50.0
+
+
+def test_urbancars_gaps_against_hand_computed_values():
+    factors = {
+        "bg": {"divisor": 2, "modulus": 2, "aligned_when": "factor == y"},
+        "co_occur_obj": {"divisor": 1, "modulus": 2, "aligned_when": "factor == y"},
+    }
+    # class 0 aligned cell b=0 (bg 0, co 0); class 1 aligned cell b=3 (bg 1, co 1)
+    train_counts = np.array([[90, 4, 4, 2], [2, 4, 4, 90]])
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    b = np.array([0, 1, 2, 3, 3, 2, 1, 0])
+    p = np.array([0, 0, 1, 1, 1, 1, 0, 0])
+    m = classification_metrics(p, y, b, 2, 4, train_counts, factors)
+    # cells all have one sample; correct: (0,0) (0,1) (1,3) (1,2) -> 1, others 0
+    id_acc = 100 * (90 * 1 + 4 * 1 + 4 * 0 + 2 * 0 + 2 * 0 + 4 * 0 + 4 * 1 + 90 * 1) / 200
+    assert m["avg_acc_train_weighted"] == pytest.approx(id_acc)
+    # bg conflicts only: (0, b=2) wrong, (1, b=1) wrong -> 0%
+    assert m["bg_gap"] == pytest.approx(0 - id_acc)
+    # co-occurring object conflicts only: (0, b=1) right, (1, b=2) right -> 100%
+    assert m["co_occur_obj_gap"] == pytest.approx(100 - id_acc)
+    # both conflict: (0, b=3) wrong, (1, b=0) wrong
+    assert m["bg+co_occur_obj_gap"] == pytest.approx(0 - id_acc)

@@ -8,6 +8,7 @@ normalised by the dataset's :class:`ImageSpec`, ``y`` the target, ``b`` the bias
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -58,7 +59,7 @@ class Preprocess:
         return (x - self._mean) / self._std
 
 
-class Split(Dataset):
+class Split(Dataset, ABC):
     """A split of a biased dataset; subclasses say where the pixels come from."""
 
     in_memory = False
@@ -75,9 +76,9 @@ class Split(Dataset):
     def __len__(self) -> int:
         return int(self.y.numel())
 
+    @abstractmethod
     def load_uint8(self, index: int) -> torch.Tensor:
         """The raw image as uint8 (C, H, W)."""
-        raise NotImplementedError
 
     def __getitem__(self, index: int):
         x = self.preprocess(self.load_uint8(index).unsqueeze(0))[0]
@@ -96,8 +97,9 @@ class Split(Dataset):
         clone.preprocess = Preprocess(spec)
         return clone
 
+    @abstractmethod
     def subset(self, indices: Sequence[int] | torch.Tensor, name: str | None = None) -> "Split":
-        raise NotImplementedError
+        """The samples at `indices`, as a split of the same kind."""
 
     def with_labels(self, y: torch.Tensor, b: torch.Tensor) -> "Split":
         """A view of this split with other labels (e.g. the bias as the target, for audits)."""
@@ -156,8 +158,11 @@ def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im = im.convert("RGB" if channels == 3 else "L")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            if im.size != (size, size):  # shorter side to `size`, then a centre crop (no stretching)
+                scale = size / min(im.size)
+                im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.Resampling.BILINEAR)
+                left, top = (im.width - size) // 2, (im.height - size) // 2
+                im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing; restore it or remove its row from the dataset") from None

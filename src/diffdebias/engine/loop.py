@@ -79,7 +79,8 @@ class Engine:
                 continue
             preds = self.predict(model, split, hp["eval_batch_size"], hp["num_workers"])
             result[name] = classification_metrics(
-                preds, split.y.numpy(), split.b.numpy(), self.data.num_classes, self.data.num_bias, self.train_counts
+                preds, split.y.numpy(), split.b.numpy(), self.data.num_classes, self.data.num_bias, self.train_counts,
+                self.data.info.get("bias_factors"),
             )
         return result
 

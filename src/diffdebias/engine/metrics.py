@@ -8,10 +8,16 @@
 - ``avg_acc_train_weighted``: cell accuracies weighted by the training proportions of the cells.
 - ``worst_class_acc``: the lowest per-class accuracy (needs no bias labels).
 - ``group_acc``: the per-cell table as {"y,b": accuracy or None for empty cells}.
+- for datasets whose bias combines factors (UrbanCars: background and co-occurring object),
+  ``<factors>_gap``: accuracy on the samples where exactly those factors conflict with y (the
+  others aligned) minus the in-distribution accuracy ``avg_acc_train_weighted`` (Li et al., LLE):
+  ``bg_gap``, ``co_occur_obj_gap``, ``bg+co_occur_obj_gap``.
 Metrics that need bias labels are None where the evaluated split has none.
 """
 
 from __future__ import annotations
+
+from itertools import combinations
 
 import numpy as np
 
@@ -32,8 +38,10 @@ def classification_metrics(
     num_classes: int,
     num_bias: int,
     train_counts: np.ndarray | None = None,
+    factors: dict | None = None,
 ) -> dict:
-    """All metrics for one split. `train_counts` is the (num_classes, num_bias) training cell table."""
+    """All metrics for one split. `train_counts` is the (num_classes, num_bias) training cell table;
+    `factors` describes a bias made of several factors (dataset info 'bias_factors')."""
     preds, y, b = (np.asarray(a, dtype=np.int64) for a in (preds, y, b))
     correct = preds == y
     out: dict = {name: None for name in METRIC_NAMES}
@@ -62,6 +70,21 @@ def classification_metrics(
         weights = np.where(filled, counts, 0.0)
         if weights.sum() > 0:
             out["avg_acc_train_weighted"] = _pct((np.nan_to_num(cell_acc) * weights).sum() / weights.sum())
+    if factors and out["avg_acc_train_weighted"] is not None:
+        out.update(factor_gaps(correct, y, b, factors, out["avg_acc_train_weighted"]))
+    return out
+
+
+def factor_gaps(correct: np.ndarray, y: np.ndarray, b: np.ndarray, factors: dict, reference: float) -> dict:
+    """Accuracy where exactly a subset of bias factors conflicts with y, minus `reference`."""
+    aligned = {name: ((b // f["divisor"]) % f["modulus"]) == y for name, f in factors.items()}
+    out = {}
+    for r in range(1, len(aligned) + 1):
+        for combo in combinations(aligned, r):
+            mask = np.ones_like(y, dtype=bool)
+            for name, is_aligned in aligned.items():
+                mask &= ~is_aligned if name in combo else is_aligned
+            out["+".join(combo) + "_gap"] = round(_pct(correct[mask].mean()) - reference, 4) if mask.any() else None
     return out
 
 
