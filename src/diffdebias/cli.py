@@ -60,16 +60,20 @@ def datasets_show(name: str, root: str | None, ratio: float | None, sets: tuple[
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default runs/DATASET_rRATIO/METHOD/seedS).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Hyperparameter override; data.KEY=VALUE sets a dataset option.")
+@click.option("--ba-source", type=click.Choice(["synthetic", "real"]), default=None,
+              help="DDB recipes: train the Bias Amplifier on synthetic images (default) or on the real data (ablation).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs).")
 @friendly_errors
-def run_cmd(method, dataset, root, ratio, seed, out, sets, resume, quiet) -> None:
-    """Train METHOD (erm, gce, lff, jtt, groupdro) on a dataset and write results.json."""
+def run_cmd(method, dataset, root, ratio, seed, out, sets, ba_source, resume, quiet) -> None:
+    """Train METHOD (erm, gce, lff, jtt, groupdro, ddb1, ddb1_errset, ddb2) on a dataset; writes results.json."""
     from .cli_common import split_data_options
     from .engine.run import run_method
     from .report_text import results_line
 
     data_opts, overrides = split_data_options(parse_sets(sets))
+    if ba_source:
+        overrides["ba_source"] = ba_source
     results = run_method(
         method, dataset, root=root, ratio=ratio, seed=seed, out=out, overrides=overrides,
         data_options=data_opts, resume=resume, quiet=quiet,
@@ -165,9 +169,11 @@ def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
 @main.command("collect")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--policy", type=click.Choice(["last", "val_avg", "val_worst_class", "val_unbiased", "val_wga"]), default=None,
+              help="Report non-oracle runs at the epoch this policy selects (default: each run's own selection).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
 @friendly_errors
-def collect_cmd(directory: str, split: str, csv_path: str | None) -> None:
+def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | None) -> None:
     """Mean +- std over seeds of every complete run under DIRECTORY (markdown, optional CSV)."""
     from pathlib import Path
 
@@ -176,7 +182,7 @@ def collect_cmd(directory: str, split: str, csv_path: str | None) -> None:
     results = find_results(Path(directory))
     if not results:
         raise click.ClickException(f"no complete run (results.json + COMPLETE) under {directory}")
-    table = summary_table(runs_frame(results, split))
+    table = summary_table(runs_frame(results, split, policy))
     click.echo(to_markdown(table))
     if csv_path:
         table.to_csv(csv_path, index=False)

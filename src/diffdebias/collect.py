@@ -25,19 +25,28 @@ def find_results(root: Path) -> list[dict]:
     return rows
 
 
-def runs_frame(results: list[dict], split: str = "test") -> pd.DataFrame:
-    """One row per run: identity, bias-label use, wall time and the split's metrics."""
+def runs_frame(results: list[dict], split: str = "test", policy: str | None = None) -> pd.DataFrame:
+    """One row per run: identity, bias-label use, wall time and the split's metrics.
+
+    With `policy`, non-oracle runs are reported at the epoch that policy selects (from the run's
+    `by_policy` record) instead of the run's own selection; oracle runs keep theirs.
+    """
     rows = []
     for r in results:
+        oracle = r["bias_labels_used"]["training"]
+        chosen = r["by_policy"].get(policy) if policy and not oracle else None
+        name = policy if chosen is not None else r["selection"]
+        uses_val_b = chosen["uses_val_bias_labels"] if chosen is not None else r["bias_labels_used"]["selection"]
+        metrics = (chosen or r)[split]
         row = {
             "dataset": r["dataset"],
             "ratio": r["ratio"],
-            "method": r["method"] + (" (oracle)" if r["bias_labels_used"]["training"] else ""),
-            "selection": r["selection"] + (" (val bias labels)" if r["bias_labels_used"]["selection"] else ""),
+            "method": r["method"] + (" (oracle)" if oracle else ""),
+            "selection": name + (" (val bias labels)" if uses_val_b else ""),
             "seed": r["seed"],
             "wall_time_s": sum(r["wall_time_s"].values()),
         }
-        row.update({m: r[split].get(m) for m in TABLE_METRICS})
+        row.update({m: metrics.get(m) for m in TABLE_METRICS})
         diag = r.get("notes", {}).get("ba_diagnostics", {})
         for source, d in diag.items():
             row[f"ba_auroc_{source}"] = d.get("auroc")

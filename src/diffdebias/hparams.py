@@ -24,7 +24,9 @@ COMMON: dict[str, Any] = {
     "eval_batch_size": 1024,
     "grad_clip": 0.0,  # 0 = off
     "augment": False,  # random crop + horizontal flip for real-image datasets
-    "selection": "val_avg",  # last | val_avg | val_worst_class | val_unbiased | val_wga
+    # last | val_avg | val_worst_class (no bias labels) | val_unbiased | val_wga (val bias labels).
+    # `last` by default: a validation split with the training bias rewards biased checkpoints.
+    "selection": "last",
     "num_workers": 0,
     "amp": True,  # bf16 autocast, CUDA only; ignored on CPU
     "device": "auto",  # auto | cpu | cuda | cuda:N

@@ -66,15 +66,19 @@ def _build_colored(name: str, root: Path, ratio: float, class_names: list[str], 
 
 IDX_LAYOUT = "a folder with train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)"
 IDX_REQUIRED = ("train-images-idx3-ubyte*", "train-labels-idx1-ubyte*", "t10k-images-idx3-ubyte*", "t10k-labels-idx1-ubyte*")
+# Where every Fashion-MNIST-based dataset finds its files.
+FMNIST_FILES = {
+    "layout": IDX_LAYOUT,
+    "obtain": "apt-get install dataset-fashion-mnist (installs /usr/share/datasets/fashion-mnist), or the IDX files from the Fashion-MNIST GitHub repository",
+    "required": IDX_REQUIRED,
+    "default_root": lambda: DEBIAN_FMNIST,
+}
 
 
 @register_dataset(
     "colored_fmnist",
     description="Fashion-MNIST with one foreground colour per class (LfF Colored-MNIST protocol); bias = colour",
-    layout=IDX_LAYOUT,
-    obtain="apt-get install dataset-fashion-mnist (installs /usr/share/datasets/fashion-mnist), or the IDX files from the Fashion-MNIST GitHub repository",
-    required=IDX_REQUIRED,
-    default_root=lambda: DEBIAN_FMNIST,
+    **FMNIST_FILES,
     ratios=RATIOS,
     default_ratio=1.0,
     any_ratio=True,

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError
 from .base import BiasedDataset, ImageSpec
-from .colored import DEBIAN_FMNIST, FMNIST_CLASSES, IDX_LAYOUT, IDX_REQUIRED, RATIOS
+from .colored import FMNIST_CLASSES, FMNIST_FILES, RATIOS
 from .corruptions import CORRUPTION_ORDER, corrupt_by_label
 from .idx import load_mnist_like
 from .injected import build_injected
@@ -66,10 +66,7 @@ def _build_corrupted(name: str, source, spec: ImageSpec, class_names: list[str],
 @register_dataset(
     "corrupted_fmnist",
     description="Fashion-MNIST with one image corruption per class (LfF Corrupted CIFAR-10 protocol, grayscale 28px); bias = corruption",
-    layout=IDX_LAYOUT,
-    obtain="apt-get install dataset-fashion-mnist (installs /usr/share/datasets/fashion-mnist), or the IDX files from the Fashion-MNIST GitHub repository",
-    required=IDX_REQUIRED,
-    default_root=lambda: DEBIAN_FMNIST,
+    **FMNIST_FILES,
     ratios=RATIOS,
     default_ratio=1.0,
     any_ratio=True,
