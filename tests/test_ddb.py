@@ -28,6 +28,7 @@ def test_each_recipe_runs_from_the_cli(method, tmp_path):
         assert 0.0 <= diag[source]["auroc"] <= 1.0 and diag[source]["num_conflicting"] == 540
         assert {"precision", "recall", "num_flagged"} <= set(diag[source])
     assert r["notes"]["generator"]["per_class"] == 4
+    assert "pseudo_unbiased_acc" in r["val"] and "val_pseudo_unbiased" in r["by_policy"]
     assert {"diffusion_train", "sampling", "ba_synthetic", "ba_real", "main"} <= set(r["wall_time_s"])
 
 

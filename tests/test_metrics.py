@@ -70,3 +70,14 @@ def test_urbancars_gaps_against_hand_computed_values():
     assert m["co_occur_obj_gap"] == pytest.approx(100 - id_acc)
     # both conflict: (0, b=3) wrong, (1, b=0) wrong
     assert m["bg+co_occur_obj_gap"] == pytest.approx(0 - id_acc)
+
+
+def test_pseudo_group_metrics_need_no_bias_labels():
+    from diffdebias.engine.metrics import pseudo_group_metrics
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    groups = np.array([0, 0, 1, 2, 3, 3])  # y * 2 + inferred conflicting
+    preds = np.array([0, 0, 1, 1, 1, 0])
+    m = pseudo_group_metrics(preds, y, groups)
+    assert m["pseudo_unbiased_acc"] == pytest.approx((100 + 0 + 100 + 50) / 4)
+    assert m["pseudo_wga"] == 0.0

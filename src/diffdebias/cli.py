@@ -169,7 +169,7 @@ def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
 @main.command("collect")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--policy", type=click.Choice(["last", "val_avg", "val_worst_class", "val_unbiased", "val_wga"]), default=None,
+@click.option("--policy", type=click.Choice(["last", "val_avg", "val_worst_class", "val_unbiased", "val_wga", "val_pseudo_unbiased"]), default=None,
               help="Report non-oracle runs at the epoch this policy selects (default: each run's own selection).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
 @friendly_errors

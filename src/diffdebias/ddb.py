@@ -61,18 +61,19 @@ def train_bias_amplifier(engine: Engine, hp: dict, source: str):
     return model
 
 
-def bias_amplifier_groups(engine: Engine, hp: dict) -> GroupInference:
-    """Pseudo-groups of the real training samples from the BA of `hp['ba_source']`.
+def bias_amplifier_groups(engine: Engine, hp: dict) -> dict[str, GroupInference]:
+    """Pseudo-groups of the real training and validation samples from the BA of `hp['ba_source']`.
 
+    The validation pseudo-groups let model selection use `val_pseudo_unbiased` (no bias labels).
     With `ba_compare`, the BA of the other source is trained too, for the diagnostics only.
     """
-    train = engine.data.split("train")
+    train, val = engine.data.split("train"), engine.data.split("val")
     aligned = majority_bias(engine.train_counts) if engine.train_counts is not None else None
     sources = [hp["ba_source"]] + ([s for s in BA_SOURCES if s != hp["ba_source"]] if hp["ba_compare"] else [])
-    results, diag = {}, {}
+    results, diag, models = {}, {}, {}
     for source in sources:
-        model = train_bias_amplifier(engine, hp, source)
-        logits = engine.logits(model, train, hp["eval_batch_size"], hp["num_workers"])
+        models[source] = train_bias_amplifier(engine, hp, source)
+        logits = engine.logits(models[source], train, hp["eval_batch_size"], hp["num_workers"])
         results[source] = infer_groups(logits, train.y, hp["ba_threshold"])
         if aligned is not None:
             diag[source] = diagnostics(results[source], train, aligned)
@@ -80,4 +81,5 @@ def bias_amplifier_groups(engine: Engine, hp: dict) -> GroupInference:
     engine.note("ba_diagnostics_use_bias_labels", "evaluation only")
     chosen = results[hp["ba_source"]]
     engine.note("pseudo_conflicting", int(chosen.conflicting.sum()))
-    return chosen
+    val_logits = engine.logits(models[hp["ba_source"]], val, hp["eval_batch_size"], hp["num_workers"])
+    return {"train": chosen, "val": infer_groups(val_logits, val.y, hp["ba_threshold"])}

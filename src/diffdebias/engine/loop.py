@@ -24,7 +24,7 @@ from ..io import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from ..methods.base import Method, MethodContext
 from ..runtime import derived_seed, seed_everything
 from ..state import load_state, save_state, save_weights
-from .metrics import classification_metrics
+from .metrics import classification_metrics, pseudo_group_metrics
 from .selection import get_policy, select_epoch
 
 
@@ -72,7 +72,8 @@ class Engine:
         model.train(was_training)
         return torch.cat(out)
 
-    def evaluate(self, model: torch.nn.Module, hp: dict) -> dict[str, dict]:
+    def evaluate(self, model: torch.nn.Module, hp: dict, pseudo_groups: dict[str, torch.Tensor] | None = None) -> dict[str, dict]:
+        """Metrics of every non-training split; `pseudo_groups` adds the pseudo-group metrics."""
         result = {}
         for name, split in self.data.splits.items():
             if name == "train":
@@ -82,6 +83,8 @@ class Engine:
                 preds, split.y.numpy(), split.b.numpy(), self.data.num_classes, self.data.num_bias, self.train_counts,
                 self.data.info.get("bias_factors"),
             )
+            if pseudo_groups and name in pseudo_groups:
+                result[name].update(pseudo_group_metrics(preds, split.y.numpy(), pseudo_groups[name].numpy()))
         return result
 
     def autocast(self, enabled: bool):
@@ -174,7 +177,7 @@ class Engine:
                 bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
             bar.close()
             train_time = time.perf_counter() - t0
-            metrics = self.evaluate(method.eval_model(), hp)
+            metrics = self.evaluate(method.eval_model(), hp, method.pseudo_groups)
             state["elapsed"] += time.perf_counter() - t0
             row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "train_img_per_s": n_seen / max(train_time, 1e-9), **metrics}
             state["history"].append(row)

@@ -75,6 +75,15 @@ def classification_metrics(
     return out
 
 
+def pseudo_group_metrics(preds: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
+    """`pseudo_unbiased_acc` / `pseudo_wga`: mean / worst accuracy over the non-empty cells of
+    INFERRED groups (e.g. DDB's Bias Amplifier on the validation images): no bias labels used."""
+    correct = np.asarray(preds) == np.asarray(y)
+    groups = np.asarray(groups)
+    accs = [correct[groups == g].mean() for g in np.unique(groups)]
+    return {"pseudo_unbiased_acc": _pct(np.mean(accs)), "pseudo_wga": _pct(np.min(accs))}
+
+
 def factor_gaps(correct: np.ndarray, y: np.ndarray, b: np.ndarray, factors: dict, reference: float) -> dict:
     """Accuracy where exactly a subset of bias factors conflicts with y, minus `reference`."""
     aligned = {name: ((b // f["divisor"]) % f["modulus"]) == y for name, f in factors.items()}

@@ -20,6 +20,8 @@ POLICIES = {
     "val_worst_class": Policy("val_worst_class", "worst_class_acc", False),
     "val_unbiased": Policy("val_unbiased", "unbiased_acc", True),
     "val_wga": Policy("val_wga", "wga", True),
+    # mean accuracy over groups inferred without bias labels (DDB: the Bias Amplifier's errors)
+    "val_pseudo_unbiased": Policy("val_pseudo_unbiased", "pseudo_unbiased_acc", False),
 }
 
 

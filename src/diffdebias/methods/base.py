@@ -49,6 +49,7 @@ class Method:
     """Base class: plain ERM on one model. Subclasses override `loss` and, if they need to, the rest."""
 
     name = "erm"
+    pseudo_groups: dict[str, torch.Tensor] | None = None  # inferred groups of eval splits, e.g. {"val": ...}
 
     def __init__(self, ctx: MethodContext):
         self.ctx = ctx

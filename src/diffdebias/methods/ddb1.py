@@ -10,4 +10,5 @@ class DDB1(GroupDRO):
         from ..ddb import bias_amplifier_groups  # late: ddb imports the engine, which imports methods
 
         inference = bias_amplifier_groups(engine, self.ctx.hp)
-        self.set_groups(inference.groups(self.ctx.data.split("train").y), num_groups=2 * self.ctx.data.num_classes)
+        self.pseudo_groups = {"val": inference["val"].groups(self.ctx.data.split("val").y)}
+        self.set_groups(inference["train"].groups(self.ctx.data.split("train").y), num_groups=2 * self.ctx.data.num_classes)

@@ -11,4 +11,5 @@ class DDB1ErrSet(JTT):
         from ..ddb import bias_amplifier_groups  # late: ddb imports the engine, which imports methods
 
         inference = bias_amplifier_groups(engine, self.ctx.hp)
-        self.upsampled = upsample(self.ctx.num_train, inference.error_set, self.ctx.hp["lambda_up"])
+        self.pseudo_groups = {"val": inference["val"].groups(self.ctx.data.split("val").y)}
+        self.upsampled = upsample(self.ctx.num_train, inference["train"].error_set, self.ctx.hp["lambda_up"])

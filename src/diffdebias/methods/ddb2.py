@@ -19,8 +19,9 @@ class DDB2(Method):
         from ..ddb import bias_amplifier_groups  # late: ddb imports the engine, which imports methods
 
         inference = bias_amplifier_groups(engine, hp)
+        self.pseudo_groups = {"val": inference["val"].groups(self.ctx.data.split("val").y)}
         self.ema_ba = LossEMA(n, labels, self.ctx.data.num_classes, hp["ema"])
-        self.ema_ba.values.copy_(inference.scores)
+        self.ema_ba.values.copy_(inference["train"].scores)
         self.ema_ba.updated.fill_(1.0)
         self.ema_d = LossEMA(n, labels, self.ctx.data.num_classes, hp["ema"])
 
