@@ -48,6 +48,8 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_epochs": 20,
     "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
     "ba_compare": True,  # also train the BA on the other source, for diagnostics only
+    # early stopping on the BA's validation pseudo-groups: no bias labels (engine/selection.py)
+    "selection": "val_pseudo_unbiased",
 }
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
