@@ -52,7 +52,7 @@ def train_bias_amplifier(engine: Engine, hp: dict, source: str):
         raise ConfigError(f"ba_loss must be 'gce' or 'ce', got {hp['ba_loss']!r}")
     ba_data = synthetic_training_data(engine, hp) if source == "synthetic" else engine.data
     ba_engine = Engine(ba_data, engine.run_dir / f"ba_{source}", engine.seed, engine.device, quiet=engine.quiet, resume=True)
-    ba_hp = {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "augment": False}
+    ba_hp = {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "weight_decay": hp["ba_weight_decay"], "augment": False}
     result = ba_engine.train_stage("ba", GCE if hp["ba_loss"] == "gce" else ERM, ba_hp)
     engine.stage_times[f"ba_{source}"] = result.wall_time_s
     model = result.method.eval_model().eval()

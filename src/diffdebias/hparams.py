@@ -46,6 +46,7 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_loss": "gce",  # gce | ce
     "ba_q": 0.7,
     "ba_epochs": 20,
+    "ba_weight_decay": 0.0,  # the BA's own; the recipe's weight_decay is the debiased model's
     "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
     "ba_compare": True,  # also train the BA on the other source, for diagnostics only
     # early stopping on the BA's validation pseudo-groups: no bias labels (engine/selection.py)
