@@ -53,6 +53,17 @@ def test_selection_never_reads_the_test_split(cfmnist, tmp_path):
     assert a.selected["epoch"] == b.selected["epoch"]
     assert [r["val"] for r in a.history] == [r["val"] for r in b.history]
     assert a.history[-1]["test"]["avg_acc"] != b.history[-1]["test"]["avg_acc"]
+    # the saved weights are those of the selected epoch
+    from diffdebias.engine.metrics import classification_metrics
+    from diffdebias.models import build_model
+    from diffdebias.state import load_weights
+
+    model = build_model("mlp", 10, cfmnist.spec)
+    model.load_state_dict(load_weights(tmp_path / "a" / "main.model.safetensors"))
+    engine = Engine(cfmnist, tmp_path / "a", 0, torch.device("cpu"), quiet=True)
+    val = cfmnist.split("val")
+    preds = engine.predict(model, val)
+    assert classification_metrics(preds, val.y.numpy(), val.b.numpy(), 10, 10)["avg_acc"] == a.selected["val"]["avg_acc"]
 
 
 @pytest.mark.parametrize("method", ["erm", "lff"])

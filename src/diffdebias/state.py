@@ -70,9 +70,9 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     return _unflatten(skeleton, tensors)
 
 
-def save_weights(path: str | os.PathLike, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """Model weights only, as a plain safetensors state dict (loadable by other tools)."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+def save_weights(path: str | os.PathLike, weights: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """A state dict of weights only, as a plain safetensors file (loadable by other tools)."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata or {})
 

@@ -119,14 +119,9 @@ class Engine:
             self._log_path(stage).unlink(missing_ok=True)
         self._fit(stage, method, hp, gen, policy, state, ckpt)
         selected = select_epoch(state["history"], policy.name)
-        model = method.eval_model()
-        if state["best_weights"] is not None and policy.val_metric is not None:
-            final_weights = {k: v.clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(state["best_weights"])
-            save_weights(self.run_dir / f"{stage}.model.safetensors", model, {"epoch": str(selected["epoch"])})
-            model.load_state_dict(final_weights)
-        else:
-            save_weights(self.run_dir / f"{stage}.model.safetensors", model, {"epoch": str(selected["epoch"])})
+        best = state["best_weights"] if policy.val_metric is not None else None
+        weights = best if best is not None else method.eval_model().state_dict()
+        save_weights(self.run_dir / f"{stage}.model.safetensors", weights, {"epoch": str(selected["epoch"])})
         self.stage_times[stage] = state["elapsed"]
         write_json_atomic(done, {"selected": selected, "wall_time_s": state["elapsed"], "epochs": len(state["history"])})
         return StageResult(stage, method, state["history"], selected, state["elapsed"])
