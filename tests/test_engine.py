@@ -75,11 +75,11 @@ def test_resume_equals_uninterrupted_run(method, tmp_path, monkeypatch):
     calls = {"n": 0}
     real_evaluate = Engine.evaluate
 
-    def crash_in_epoch_two(self, model, hp):
+    def crash_in_epoch_two(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated interruption")
-        return real_evaluate(self, model, hp)
+        return real_evaluate(self, *args, **kwargs)
 
     monkeypatch.setattr(Engine, "evaluate", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
