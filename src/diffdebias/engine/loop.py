@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..data.base import BiasedDataset, Split
 from ..errors import RunError
-from ..io import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from ..io import append_jsonl, write_json_atomic, write_text_atomic
 from ..methods.base import Method, MethodContext
 from ..runtime import derived_seed, seed_everything
 from ..state import load_state, save_state, save_weights
@@ -132,7 +132,7 @@ class Engine:
     def _fit(self, stage, method, hp, gen, policy, state, ckpt) -> None:
         train = self.data.split("train")
         modules, optimizers = method.modules(), method.optimizers()
-        steps_per_epoch = -(-len(method.epoch_indices(torch.Generator().manual_seed(0))) // hp["batch_size"])
+        steps_per_epoch = -(-method.epoch_size() // hp["batch_size"])
         schedulers = self._schedulers(optimizers, hp, steps_per_epoch)
         if state.get("schedulers"):
             for name, sch in schedulers.items():
@@ -271,7 +271,3 @@ def iterate_batches(split: Split, indices: torch.Tensor, batch_size: int, num_wo
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def read_history(run_dir: Path, stage: str = "main") -> list[dict]:
-    return read_jsonl(Path(run_dir) / f"{stage}.metrics.jsonl")

@@ -78,6 +78,10 @@ class Method:
         """Training indices of one epoch, in order (default: a permutation of the training set)."""
         return torch.randperm(self.ctx.num_train, generator=gen)
 
+    def epoch_size(self) -> int:
+        """Number of indices `epoch_indices` returns (for per-step schedules)."""
+        return self.ctx.num_train
+
     def loss(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         losses = per_sample_ce(self.model(x), y)
         return losses.mean(), {}

@@ -22,6 +22,9 @@ class JTT(Method):
         self.upsampled = upsample(len(train), errors, self.ctx.hp["lambda_up"])
         engine.note("jtt_error_set_size", len(errors))
 
+    def epoch_size(self) -> int:
+        return len(self.upsampled)
+
     def epoch_indices(self, gen):
         return self.upsampled[torch.randperm(len(self.upsampled), generator=gen)]
 
