@@ -10,7 +10,7 @@ from diffdebias.engine.run import run_method
 
 from .conftest import require_fmnist
 
-TINY = {"epochs": 1, "batch_size": 512, "gen_steps": 6, "syn_per_class": 4, "sampler_steps": 2, "ba_epochs": 1}
+TINY = {"epochs": 1, "batch_size": 512, "gen_steps": 6, "syn_per_class": 4, "sampler_steps": 2, "ba_epochs": 1, "ba_augment": "none"}
 
 
 @pytest.mark.parametrize("method", ["ddb1", "ddb1_errset", "ddb2"])
@@ -43,12 +43,17 @@ def test_bias_amplifier_never_sees_real_images(tmp_path, monkeypatch):
         return real_train_stage(self, stage, method_cls, hp, **kw)
 
     monkeypatch.setattr(loop_mod.Engine, "train_stage", spy)
-    run_method("ddb2", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_compare": False}, quiet=True)
-    ba = [s for s in seen if s[1] == "ba"]
-    assert ba == [("ba_synthetic", "ba", "synthetic", ba[0][3])]
-    assert ba[0][3] < 40  # the synthetic training split (4 per class, 90%), not the 54,000 real images
+    run_method("ddb2", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_compare": False, "ba_augment": "auto"}, quiet=True)
+    ba = [s for s in seen if s[1].startswith("ba_")]
+    assert len(ba) == 6 + 1  # one BA per augmentation level, then the chosen one (reloaded, not retrained)
+    assert {(d, name) for d, _, name, _ in ba} == {("ba_synthetic", "synthetic")}
+    assert all(n < 40 for *_, n in ba)  # the synthetic training split (4 per class, 90%), not the 54,000 real images
     r = json.loads((tmp_path / "r" / "results.json").read_text())
     assert set(r["notes"]["ba_diagnostics"]) == {"synthetic"}
+    choice = r["notes"]["ba_augment"]
+    best = max(c["val_acc"] for c in choice["candidates"])
+    assert choice["chosen"] == [c for c in choice["candidates"] if c["val_acc"] >= best - 0.05][-1]
+    assert choice["uses_bias_labels"] is False
 
 
 def test_ba_source_real_is_the_ablation(tmp_path):

@@ -110,3 +110,19 @@ def test_nan_loss_stops_with_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(ERM, "loss", nan_loss)
     with pytest.raises(RunError, match="loss became nan"):
         run_method("erm", "colored_fmnist", ratio=1.0, out=tmp_path, overrides={"epochs": 1}, quiet=True)
+
+
+def test_random_affine_moves_shapes_but_keeps_colours():
+    from diffdebias.engine.augment import RandomAffine, build_augment
+
+    torch.manual_seed(0)
+    colour = torch.tensor([0.9, 0.45, 0.1])
+    x = (torch.rand(16, 1, 28, 28) > 0.5).float() * colour[None, :, None, None]
+    aug = RandomAffine(scale=3.0, rotate=90.0)
+    out = aug(x, torch.Generator().manual_seed(1))
+    assert torch.equal(out, aug(x, torch.Generator().manual_seed(1)))  # drawn from the stage's generator only
+    assert not torch.allclose(out, x, atol=0.05)
+    intensity = out[:, 0] / colour[0]  # bilinear mixes of the tint and black: each pixel is t * colour
+    assert torch.allclose(out, intensity[:, None] * colour[None, :, None, None], atol=1e-5)
+    assert isinstance(build_augment({"affine_scale": 2.0, "affine_rotate": 0.0, "augment": True}, 28), RandomAffine)
+    assert build_augment({"affine_scale": 1.0, "affine_rotate": 0.0, "augment": False}, 28) is None

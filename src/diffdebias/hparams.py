@@ -24,6 +24,10 @@ COMMON: dict[str, Any] = {
     "eval_batch_size": 1024,
     "grad_clip": 0.0,  # 0 = off
     "augment": False,  # random crop + horizontal flip for real-image datasets
+    # random zoom in [1/affine_scale, affine_scale], rotation +-affine_rotate degrees, shift, flip
+    # (engine/augment.py); replaces `augment` when set. 1 / 0 = off.
+    "affine_scale": 1.0,
+    "affine_rotate": 0.0,
     # last | val_avg | val_worst_class (no bias labels) | val_unbiased | val_wga (val bias labels).
     # `last` by default: a validation split with the training bias rewards biased checkpoints.
     "selection": "last",
@@ -46,7 +50,12 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_loss": "gce",  # gce | ce
     "ba_q": 0.7,
     "ba_epochs": 20,
-    "ba_weight_decay": 0.0,  # the BA's own; the recipe's weight_decay is the debiased model's
+    "ba_weight_decay": 0.0,
+    # geometric augmentation of the BA's training images: auto (level chosen by the BA's accuracy
+    # on the real validation split, no bias labels; ddb.choose_ba_augment) | fixed (the two below) | none
+    "ba_augment": "auto",
+    "ba_affine_scale": 3.0,
+    "ba_affine_rotate": 90.0,  # the BA's own; the recipe's weight_decay is the debiased model's
     "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
     "ba_compare": True,  # also train the BA on the other source, for diagnostics only
     # early stopping on the BA's validation pseudo-groups: no bias labels (engine/selection.py)

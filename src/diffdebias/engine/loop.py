@@ -24,6 +24,7 @@ from ..io import append_jsonl, write_json_atomic, write_text_atomic
 from ..methods.base import Method, MethodContext
 from ..runtime import derived_seed, seed_everything
 from ..state import load_state, save_state, save_weights
+from .augment import build_augment
 from .metrics import classification_metrics, pseudo_group_metrics
 from .selection import get_policy, select_epoch
 
@@ -137,7 +138,7 @@ class Engine:
         if state.get("schedulers"):
             for name, sch in schedulers.items():
                 sch.load_state_dict(state["schedulers"][name])
-        augment = Augment(train.spec.size) if hp["augment"] else None
+        augment = build_augment(hp, train.spec.size)
         for epoch in range(state["epoch"], hp["epochs"]):
             t0 = time.perf_counter()
             for m in modules.values():
@@ -237,25 +238,6 @@ class Engine:
             "best_weights": st["best_weights"],
             "schedulers": st["schedulers"],
         }
-
-
-class Augment:
-    """Random crop (reflect padding of size/8) and horizontal flip, per sample, on a batch."""
-
-    def __init__(self, size: int):
-        self.pad = max(1, size // 8)
-
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n, _, h, w = x.shape
-        flips = torch.rand(n, generator=gen) < 0.5
-        offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=gen)
-        padded = torch.nn.functional.pad(x, (self.pad,) * 4, mode="reflect")
-        out = torch.empty_like(x)
-        for i in range(n):
-            dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
-            crop = padded[i, :, dy : dy + h, dx : dx + w]
-            out[i] = crop.flip(-1) if flips[i] else crop
-        return out
 
 
 def iterate_batches(split: Split, indices: torch.Tensor, batch_size: int, num_workers: int = 0) -> Iterator[tuple]:
