@@ -69,3 +69,18 @@ def test_recipes_and_seeds_share_one_generator(tmp_path, monkeypatch):
     r = run_method("ddb2", "colored_fmnist", ratio=1.0, seed=1, out=tmp_path / "b", overrides=TINY, quiet=True)
     a = json.loads((tmp_path / "a" / "results.json").read_text())
     assert r["notes"]["generator"]["synthetic_set"] == a["notes"]["generator"]["synthetic_set"]
+
+
+def test_pseudo_groups_pred_and_binary():
+    import torch
+
+    from diffdebias.inference.bias_amplifier import infer_groups
+
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0], [5.0, 0.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 2])
+    pred = infer_groups(logits, y)  # the BA's predicted class is the pseudo-bias label
+    assert pred.num_groups == 9 and pred.groups(y).tolist() == [0, 4, 5, 6]
+    binary = infer_groups(logits, y, grouping="binary")
+    assert binary.num_groups == 6 and binary.groups(y).tolist() == [0, 2, 3, 5]
+    with pytest.raises(Exception, match="ba_grouping"):
+        infer_groups(logits, y, grouping="colour")

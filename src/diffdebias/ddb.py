@@ -107,7 +107,7 @@ def bias_amplifier_groups(engine: Engine, hp: dict) -> dict[str, GroupInference]
     for source in sources:
         models[source] = train_bias_amplifier(engine, hp, source, augment)
         logits = engine.logits(models[source], train, hp["eval_batch_size"], hp["num_workers"])
-        results[source] = infer_groups(logits, train.y, hp["ba_threshold"])
+        results[source] = infer_groups(logits, train.y, hp["ba_threshold"], hp["ba_grouping"])
         if aligned is not None:
             diag[source] = diagnostics(results[source], train, aligned)
     engine.note("ba_diagnostics", diag)
@@ -115,4 +115,4 @@ def bias_amplifier_groups(engine: Engine, hp: dict) -> dict[str, GroupInference]
     chosen = results[hp["ba_source"]]
     engine.note("pseudo_conflicting", int(chosen.conflicting.sum()))
     val_logits = engine.logits(models[hp["ba_source"]], val, hp["eval_batch_size"], hp["num_workers"])
-    return {"train": chosen, "val": infer_groups(val_logits, val.y, hp["ba_threshold"])}
+    return {"train": chosen, "val": infer_groups(val_logits, val.y, hp["ba_threshold"], hp["ba_grouping"])}

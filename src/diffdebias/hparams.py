@@ -56,6 +56,9 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_augment": "auto",
     "ba_affine_scale": 3.0,
     "ba_affine_rotate": 90.0,  # the BA's own; the recipe's weight_decay is the debiased model's
+    # pseudo-groups: pred = (class, BA-predicted class as pseudo-bias label), the paper's Recipe I;
+    # binary = class x {aligned, conflicting}. Used by Recipe I and by val_pseudo_unbiased selection.
+    "ba_grouping": "pred",
     "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
     "ba_compare": True,  # also train the BA on the other source, for diagnostics only
     # early stopping on the BA's validation pseudo-groups: no bias labels (engine/selection.py)

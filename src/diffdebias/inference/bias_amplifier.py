@@ -17,18 +17,33 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from ..data.base import Split
+from ..errors import ConfigError
+
+
+GROUPINGS = ("pred", "binary")
 
 
 @dataclass
 class GroupInference:
-    """Per-sample bias scores and pseudo-groups (class x {aligned, conflicting})."""
+    """Per-sample bias scores, pseudo-bias labels and pseudo-groups.
+
+    grouping `pred` (the paper's): the BA's predicted class is the pseudo-bias label, groups are
+    (class, pseudo-bias) cells, num_classes^2 of them; `binary`: class x {aligned, conflicting}.
+    """
 
     scores: torch.Tensor  # BA cross-entropy on each sample
-    preds: torch.Tensor
+    preds: torch.Tensor  # the pseudo-bias label
     conflicting: torch.Tensor  # bool
+    num_classes: int
+    grouping: str = "pred"
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_classes * (self.num_classes if self.grouping == "pred" else 2)
 
     def groups(self, y: torch.Tensor) -> torch.Tensor:
-        """Group id y * 2 + conflicting, i.e. 2 x num_classes pseudo-groups."""
+        if self.grouping == "pred":
+            return y.long() * self.num_classes + self.preds.long()
         return y.long() * 2 + self.conflicting.long()
 
     @property
@@ -36,15 +51,17 @@ class GroupInference:
         return torch.nonzero(self.conflicting).flatten()
 
 
-def infer_groups(logits: torch.Tensor, y: torch.Tensor, threshold: float = 0.0) -> GroupInference:
+def infer_groups(logits: torch.Tensor, y: torch.Tensor, threshold: float = 0.0, grouping: str = "pred") -> GroupInference:
     """Pseudo-conflicting: misclassified by the BA, or p(y) < threshold when threshold > 0."""
+    if grouping not in GROUPINGS:
+        raise ConfigError(f"ba_grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
     scores = F.cross_entropy(logits.float(), y, reduction="none")
     preds = logits.argmax(1)
     if threshold > 0:
         conflicting = torch.softmax(logits.float(), 1).gather(1, y[:, None]).squeeze(1) < threshold
     else:
         conflicting = preds != y
-    return GroupInference(scores, preds, conflicting)
+    return GroupInference(scores, preds, conflicting, logits.shape[1], grouping)
 
 
 def diagnostics(inference: GroupInference, split: Split, aligned_value: np.ndarray) -> dict:

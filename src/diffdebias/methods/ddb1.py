@@ -1,4 +1,4 @@
-"""DDB Recipe I: the Bias Amplifier's pseudo-groups (class x {aligned, conflicting}) feed Group DRO."""
+"""DDB Recipe I: the Bias Amplifier's pseudo-groups (class x its predicted class, `ba_grouping`) feed Group DRO."""
 
 from .groupdro import GroupDRO
 
@@ -11,4 +11,4 @@ class DDB1(GroupDRO):
 
         inference = bias_amplifier_groups(engine, self.ctx.hp)
         self.pseudo_groups = {"val": inference["val"].groups(self.ctx.data.split("val").y)}
-        self.set_groups(inference["train"].groups(self.ctx.data.split("train").y), num_groups=2 * self.ctx.data.num_classes)
+        self.set_groups(inference["train"].groups(self.ctx.data.split("train").y), num_groups=inference["train"].num_groups)
