@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 # A short classifier run on the tiny folder_csv set (CLI --set form and run_method form).
-CLS_SETS = {"epochs": 4, "batch_size": 16, "device": "cpu", "data.image_size": 8}
+CLS_SETS = {"epochs": 3, "batch_size": 16, "device": "cpu", "data.image_size": 8}
 
 
 def cls_args(out: Path, seed: int = 0, extra: tuple[str, ...] = ()) -> list[str]:
@@ -55,8 +55,8 @@ def make_synthetic_set(root: Path, per_class: int = 8, num_classes: int = 3, siz
     return root
 
 
-# A short diffusion run on the tiny synthetic set (checkpoints at steps 4 and 8).
-DIFF_SETS = {"max_steps": 8, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 4, "device": "cpu"}
+# A short diffusion run on the tiny synthetic set (checkpoints at steps 2 and 4).
+DIFF_SETS = {"max_steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "device": "cpu"}
 
 
 def diff_args(data_root: Path, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
