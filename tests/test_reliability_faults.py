@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import resource
+import shutil
 import signal
 import types
 from pathlib import Path
@@ -33,7 +34,9 @@ from diffdebias.io import atomic_path, check_output_dir, write_text_atomic
 from diffdebias.methods.erm import ERM
 from diffdebias.state import load_state, save_state
 
-from .tiny_data import CLS_SETS, DIFF_SETS, make_folder_csv, make_synthetic_set
+from .tiny_data import CLS_SETS, DIFF_SETS, make_folder_csv, make_synthetic_set, one_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 HP = {k: v for k, v in CLS_SETS.items() if not k.startswith("data.")}
 EMA = "unet_ema/diffusion_pytorch_model.safetensors"
@@ -55,7 +58,7 @@ def same_results(a: dict, b: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cls_ref(tmp_path_factory) -> tuple[Path, dict]:
+def cls_ref(tmp_path_factory, one_thread) -> tuple[Path, dict]:
     """The tiny folder_csv set and an uninterrupted ERM run on it (seed 0)."""
     base = tmp_path_factory.mktemp("cls")
     make_folder_csv(base / "data")
@@ -63,11 +66,18 @@ def cls_ref(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
-def diff_ref(tmp_path_factory):
+def diff_ref(tmp_path_factory, one_thread):
     """The tiny synthetic set and an uninterrupted diffusion run on it."""
     base = tmp_path_factory.mktemp("diff")
     data = load_dataset("synthetic", root=make_synthetic_set(base / "data"))
     return base, data, train_diffusion(data, DiffusionConfig.for_dataset("synthetic", DIFF_SETS), base / "ref", quiet=True)
+
+
+@pytest.fixture(scope="module")
+def ref_samples(diff_ref) -> Path:
+    """Two images per class sampled from the reference generator."""
+    base, _, ref = diff_ref
+    return generate_synthetic(ref, 2, sampler="ddim", steps=2, out=base / "ref_samples", device="cpu", quiet=True)
 
 
 def diff_cfg() -> DiffusionConfig:
@@ -219,15 +229,13 @@ def test_diffusion_disk_full_mid_run_then_resume(diff_ref, monkeypatch):
     assert same_weights(ref / EMA, out / EMA)
 
 
-def test_diffusion_same_seed_same_model_and_samples(diff_ref):
+def test_diffusion_same_seed_same_model_and_samples(diff_ref, ref_samples):
     base, data, ref = diff_ref
     again = train_diffusion(data, diff_cfg(), base / "again", quiet=True)
     rows = [[{k: v for k, v in json.loads(ln).items() if k != "elapsed_s"} for ln in (d / "train_log.jsonl").read_text().splitlines()] for d in (ref, again)]
     assert same_weights(ref / EMA, again / EMA) and rows[0] == rows[1]
-    a, b = (generate_synthetic(run, 2, sampler="ddim", steps=2, out=base / f"syn_{run.name}", device="cpu", quiet=True) for run in (ref, again))
-    assert json.loads((a / "meta.json").read_text())["digest"] == json.loads((b / "meta.json").read_text())["digest"]
-    other = train_diffusion(data, DiffusionConfig.for_dataset("synthetic", {**DIFF_SETS, "seed": 1}), base / "seed1", quiet=True)
-    assert not same_weights(ref / EMA, other / EMA)
+    samples = generate_synthetic(again, 2, sampler="ddim", steps=2, out=base / "again_samples", device="cpu", quiet=True)
+    assert json.loads((samples / "meta.json").read_text())["digest"] == json.loads((ref_samples / "meta.json").read_text())["digest"]
 
 
 # --------------------------------------------------------- output directory, before long work
@@ -309,9 +317,10 @@ def test_cached_generator_that_fails_to_verify_is_rebuilt(diff_ref, monkeypatch)
     assert (run / EMA).read_bytes() == good
 
 
-def test_synthetic_set_that_fails_to_verify_is_resampled(diff_ref, monkeypatch):
+def test_synthetic_set_that_fails_to_verify_is_resampled(diff_ref, ref_samples, monkeypatch):
     base, data, ref = diff_ref
-    folder = generate_synthetic(ref, 2, sampler="ddim", steps=2, out=base / "syn_verify", device="cpu", quiet=True)
+    folder = base / "syn_verify"
+    shutil.copytree(ref_samples, folder)
     good = (folder / "images.npy").read_bytes()
     flipped = bytearray(good)
     flipped[-1] ^= 0xFF  # a valid .npy of the right length: only the digest tells
@@ -323,11 +332,12 @@ def test_synthetic_set_that_fails_to_verify_is_resampled(diff_ref, monkeypatch):
     monkeypatch.setattr(ClassConditionalPipeline, "__call__", lambda *a, **k: sampled.__setitem__("n", sampled["n"] + 1) or real(*a, **k))
     assert generate_synthetic(ref, 2, sampler="ddim", steps=2, out=folder, device="cpu", quiet=True) == folder
     assert sampled["n"] == 3 and (folder / "images.npy").read_bytes() == good
-    # a class part left by an interrupted generation that does not read back is sampled again
-    parts = base / "syn_parts"
-    generate_synthetic(ref, 2, sampler="ddim", steps=2, out=parts, device="cpu", quiet=True, classes=[0, 1])
-    (parts / "parts" / "class1.npy").write_bytes(b"\x93NUMPY cut")
+    # parts left by an interrupted generation: a whole one is kept, one that does not read back is sampled again
+    parts = base / "syn_parts" / "parts"
+    parts.mkdir(parents=True)
+    np.save(parts / "class0.npy", np.load(folder / "images.npy")[:2])
+    (parts / "class1.npy").write_bytes(b"\x93NUMPY cut")
     sampled["n"] = 0
-    generate_synthetic(ref, 2, sampler="ddim", steps=2, out=parts, device="cpu", quiet=True)
-    assert sampled["n"] == 2 and (parts / "images.npy").read_bytes() == good  # classes 1 and 2 sampled
-    assert synthetic_mod.is_complete(parts)
+    generate_synthetic(ref, 2, sampler="ddim", steps=2, out=parts.parent, device="cpu", quiet=True)
+    assert sampled["n"] == 2 and (parts.parent / "images.npy").read_bytes() == good  # classes 1 and 2 sampled
+    assert synthetic_mod.is_complete(parts.parent)

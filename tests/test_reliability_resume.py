@@ -22,7 +22,9 @@ from diffdebias.cli import main
 from diffdebias.errors import RunError
 from diffdebias.state import load_state
 
-from .tiny_data import cls_args, diff_args, make_folder_csv, make_synthetic_set
+from .tiny_data import ONE_THREAD_ENV, cls_args, diff_args, make_folder_csv, make_synthetic_set, one_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SRC = str(Path(diffdebias.__file__).resolve().parents[1])
 
@@ -72,7 +74,7 @@ def kill_when_ready(script: str, args: list[str], tmp_path: Path, timeout: float
     """Run the CLI in a child process and SIGKILL it as soon as its hook says so."""
     ready, log = tmp_path / "ready", tmp_path / "child.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", script, str(ready), *args], env={**os.environ, "PYTHONPATH": SRC}, stdout=out, stderr=out)
+        proc = subprocess.Popen([sys.executable, "-c", script, str(ready), *args], env={**os.environ, **ONE_THREAD_ENV, "PYTHONPATH": SRC}, stdout=out, stderr=out)
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:

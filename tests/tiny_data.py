@@ -6,7 +6,22 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
+
+# Child processes that must compute bit for bit like this one use the same single intra-op thread.
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for the module: tiny models run faster, and on a busy shared CPU
+    several OpenMP threads per process spin against each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 # A short classifier run on the tiny folder_csv set (CLI --set form and run_method form).
 CLS_SETS = {"epochs": 3, "batch_size": 16, "device": "cpu", "data.image_size": 8}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
-from ..runtime import resolve_device, seed_everything
+from ..runtime import all_finite, resolve_device, seed_everything
 from ..errors import ConfigError, RunError
 from ..hparams import coerce
 from ..io import append_jsonl, check_output_dir, file_digest, remove_stale_temps, write_failure, write_json_atomic, write_text_atomic
@@ -265,7 +265,7 @@ def train_diffusion(
         if step in cfg.snapshot_steps:
             _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            if not all(torch.isfinite(p).all() for p in unet.parameters()):
+            if not all_finite(unet.parameters()):
                 raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
             save_state(ckpt, {
                 "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),

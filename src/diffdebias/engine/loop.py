@@ -22,7 +22,7 @@ from ..data.base import BiasedDataset, Split
 from ..errors import RunError
 from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
 from ..methods.base import Method, MethodContext
-from ..runtime import derived_seed, seed_everything
+from ..runtime import all_finite, derived_seed, seed_everything
 from ..state import load_state, save_state, save_weights
 from .metrics import classification_metrics, pseudo_group_metrics
 from .selection import get_policy, select_epoch
@@ -201,7 +201,7 @@ class Engine:
 
     def _checkpoint(self, path: Path, method: Method, gen: torch.Generator, schedulers: dict, state: dict) -> None:
         for name, module in method.modules().items():
-            if not all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()):
+            if not all_finite(module.state_dict().values()):
                 raise RunError(f"epoch {state['epoch']}: model '{name}' holds non-finite weights; {_numerical_advice(path)}")
         save_state(
             path,
