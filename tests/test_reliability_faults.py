@@ -193,8 +193,14 @@ def test_damaged_results_json_is_rebuilt_not_used(cls_ref, monkeypatch):
     out = base / "damaged"
     erm(out)
     (out / "results.json").write_text('{"test": {"avg_acc": 10')  # cut short by a crash of another tool
-    monkeypatch.setattr(Engine, "_fit", lambda *a, **k: pytest.fail("retrained a finished stage"))
+    monkeypatch.setattr(ERM, "loss", lambda *a, **k: pytest.fail("retrained a finished stage"))
     assert same_results(erm(out), ref) and json.loads((out / "results.json").read_text())["test"] == ref["test"]
+    # the finished stage's record too: it is rebuilt from the stage's final checkpoint (with --resume)
+    (out / "results.json").write_text("")
+    (out / "main.done.json").write_text("{")
+    with pytest.raises(RunError, match="--resume"):
+        erm(out)
+    assert same_results(erm(out, resume=True), ref)
 
 
 # ------------------------------------------------------------------------ diffusion training

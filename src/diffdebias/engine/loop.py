@@ -106,10 +106,10 @@ class Engine:
         gen = torch.Generator().manual_seed(derived_seed(self.seed, stage + "/data"))
         policy = get_policy(hp["selection"])
         state = {"epoch": 0, "history": [], "elapsed": 0.0, "best_score": None, "best_weights": None}
-        if done.exists() or (ckpt.exists() and self.resume):
+        info = _read_done(done)
+        if info is not None or (ckpt.exists() and self.resume):
             state = self._restore(ckpt, method, gen)
-            if done.exists():
-                info = json.loads(done.read_text())
+            if info is not None:
                 self.stage_times[stage] = info["wall_time_s"]
                 return StageResult(stage, method, state["history"], info["selected"], info["wall_time_s"])
             remove_stale_temps(self.run_dir)
@@ -269,6 +269,21 @@ def iterate_batches(split: Split, indices: torch.Tensor, batch_size: int, num_wo
         return
     loader = DataLoader(split, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers, persistent_workers=False)
     yield from loader
+
+
+def _read_done(path: Path) -> dict | None:
+    """A finished stage's record, or None; a damaged one is removed (the stage is then resumed from
+    its final checkpoint, never taken from a record that does not parse)."""
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        if isinstance(info, dict) and "selected" in info and "wall_time_s" in info:
+            return info
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    path.unlink(missing_ok=True)
+    return None
 
 
 def expected_bytes(method: Method) -> int:
