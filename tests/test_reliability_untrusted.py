@@ -65,6 +65,7 @@ def test_static_guard_no_unsafe_deserialisation_in_the_code_base():
     assert not offences, offences
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's safe unpickler, refusing our payload
 def test_crafted_pickle_is_never_executed_by_weight_loaders(crafted, tmp_path):
     path, marker = crafted
     with pytest.raises(RunError, match="evil.pt: cannot load weights"):
