@@ -185,4 +185,7 @@ def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | 
     table = summary_table(runs_frame(results, split, policy))
     click.echo(to_markdown(table))
     if csv_path:
-        table.to_csv(csv_path, index=False)
+        from .io import atomic_path
+
+        with atomic_path(csv_path) as tmp:
+            table.to_csv(tmp, index=False)

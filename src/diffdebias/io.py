@@ -1,31 +1,80 @@
-"""Atomic file writing and small JSON helpers."""
+"""Atomic file writing, write-failure reporting, output-directory checks and small JSON helpers."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import RunError
+
+TMP_SUFFIX = ".tmp"
+
+
+def write_failure(path: str | os.PathLike, exc: BaseException) -> RunError:
+    """The error for a failed write of `path` (disk full, permission, ...): the old file is intact."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return RunError(
+        f"{path}: writing failed ({reason}); the previous version of this file, if any, is intact. "
+        "Free disk space or fix the permissions, then rerun the command (`diffdebias run` with --resume)"
+    )
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    An OSError while writing (disk full, permission) becomes a RunError naming `path`; the
+    temporary file is removed and `path` keeps its previous content.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (not all file systems allow fsync on a directory: then skip)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_path` left in `folder` (not recursive)."""
+    removed = []
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -40,10 +89,47 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line (a single write call, flushed and fsynced)."""
     line = json.dumps(obj, sort_keys=True, default=_json_default) + "\n"
-    with open(path, "a") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
+
+
+def file_digest(*paths: str | os.PathLike) -> str:
+    """blake2b digest of the bytes of `paths` (in order), to verify cached files before use."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in paths:
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_output_dir(folder: str | os.PathLike, need_bytes: int = 0, *, what: str = "--out") -> None:
+    """Fail before long work starts if `folder` cannot be created, written to or hold `need_bytes`.
+
+    Writability is probed by creating (and removing) a file, which also catches read-only mounts.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{folder}: cannot create the output directory ({exc.strerror or exc}); choose another {what}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunError(f"{folder}: the output directory is not writable ({exc.strerror or exc}); fix its permissions or choose another {what}") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise RunError(
+            f"{folder}: only {free / 2**20:.0f} MiB free, about {need_bytes / 2**20:.0f} MiB needed for this run's files; "
+            f"free space or choose another {what}"
+        )
 
 
 def _json_default(obj: Any) -> Any:

@@ -31,8 +31,13 @@ def resolve_inside(root: Path, relative: str, *, source: str, field: str) -> Pat
         raise DatasetError(f"{source}: empty value in field '{field}'; {fix}")
     if os.path.isabs(rel) or rel.startswith(("\\", "/")) or (len(rel) > 1 and rel[1] == ":"):
         raise DatasetError(f"{source}: field '{field}' holds an absolute path {rel!r}; {fix}")
+    if "\x00" in rel:
+        raise DatasetError(f"{source}: field '{field}' path {rel!r} holds a NUL character; {fix}")
     root_resolved = Path(root).resolve()
-    candidate = (root_resolved / rel).resolve()
+    try:
+        candidate = (root_resolved / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, names too long
+        raise DatasetError(f"{source}: field '{field}' path {rel!r} cannot be resolved ({exc}); {fix}") from None
     if not candidate.is_relative_to(root_resolved):
         raise DatasetError(f"{source}: field '{field}' path {rel!r} leaves the dataset root {root}; {fix}")
     return candidate

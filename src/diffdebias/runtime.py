@@ -29,3 +29,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def all_finite(tensors) -> bool:
+    """True when every floating-point value of `tensors` is finite (one fused check, not one per tensor)."""
+    flat = [t.detach().reshape(-1).float() for t in tensors if t.is_floating_point()]
+    return not flat or bool(torch.isfinite(torch.cat(flat)).all())

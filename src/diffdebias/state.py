@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from .errors import RunError
-from .io import atomic_path
+from .io import atomic_path, write_failure
 
 _TENSOR = "__tensor__"
 
@@ -54,7 +54,10 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     # safetensors refuses tensors that share memory: give each its own storage
     tensors = {k: v.clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"diffdebias_state": json.dumps(skeleton)})
+        try:
+            save_file(tensors, str(tmp), metadata={"diffdebias_state": json.dumps(skeleton)})
+        except SafetensorError as exc:  # safetensors reports I/O errors (disk full, ...) as its own
+            raise write_failure(path, exc) from exc
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -64,17 +67,19 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        skeleton = json.loads(meta["diffdebias_state"])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError, ValueError) as exc:
+        return _unflatten(json.loads(meta["diffdebias_state"]), tensors)
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError, ValueError) as exc:
         raise RunError(f"{path}: checkpoint cannot be read ({exc}); delete it to start the stage again") from None
-    return _unflatten(skeleton, tensors)
 
 
 def save_weights(path: str | os.PathLike, weights: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """A state dict of weights only, as a plain safetensors file (loadable by other tools)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata or {})
+        try:
+            save_file(tensors, str(tmp), metadata=metadata or {})
+        except SafetensorError as exc:
+            raise write_failure(path, exc) from exc
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

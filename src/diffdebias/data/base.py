@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError
@@ -166,8 +166,8 @@ def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing; restore it or remove its row from the dataset") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read image ({exc}); replace the file or remove its row") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types (OSError, SyntaxError, struct.error, ...) on bad files
+        raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); replace the file or remove its row") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()

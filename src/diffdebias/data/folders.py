@@ -31,15 +31,19 @@ _NAME_RE = re.compile(r"_(-?\d+)_(-?\d+)\.(?:png|jpe?g)$", re.IGNORECASE)
 
 
 def list_images(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
-    """Every non-hidden file under `folder` (recursively, sorted); a non-image file is an error."""
+    """Every non-hidden file under `folder` (recursively, sorted); a non-image file or a link leaving `folder` is an error."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found; check the dataset layout")
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
+    inside = folder.resolve()
     for p in files:
         if p.suffix.lower() not in exts:
             raise DatasetError(f"{p}: not an image file (expected one of {', '.join(exts)}); remove it from {folder}")
+        if p.is_symlink() and not p.resolve().is_relative_to(inside):  # rglob does not enter linked folders
+            raise DatasetError(f"{p}: a symbolic link to {p.resolve()}, outside {folder}; dataset files must lie inside their folder: "
+                               "copy the file in or remove the link")
     return files
 
 

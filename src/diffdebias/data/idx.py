@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def read_idx(path: Path) -> np.ndarray:
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[data[2]])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow
     if len(data) != expected:
         raise DatasetError(f"{path}: IDX file is truncated or padded ({len(data)} bytes, header says {expected})")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)

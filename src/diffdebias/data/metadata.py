@@ -19,7 +19,7 @@ from .base import SPLITS, BiasedDataset, FileSplit, ImageSpec
 from .folders import IMAGENET_MEAN, IMAGENET_STD, list_images
 from .registry import register_dataset
 
-_INT_RE = r"\s*[+-]?\d{1,18}\s*"
+_INT_RE = r"\s*[+-]?[0-9]{1,18}\s*"  # ASCII digits only (\d also matches other scripts' digits)
 
 
 def read_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
@@ -31,6 +31,9 @@ def read_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DatasetError(f"{path}: cannot read as CSV ({exc}); the file needs a header line with {','.join(required)}") from None
     df.columns = [str(c).strip() for c in df.columns]
+    dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if dup:
+        raise DatasetError(f"{path}: column(s) {', '.join(dup)} appear more than once in the header; keep one of each")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DatasetError(

@@ -3,8 +3,9 @@
 A synthetic set is a folder with `images.npy` (uint8 N x C x H x W), `labels.npy` (int64),
 `meta.json` and PNG grids; the data layer loads it as dataset `synthetic` (bias unknown). The
 folder name is a hash of (training data identity, model config, checkpoint digest, sampler,
-steps, w, N per class, seed): asking again for the same set reuses it. Classes are sampled one
-at a time into `parts/` so an interrupted generation resumes where it stopped.
+steps, w, N per class, seed): asking again for the same set reuses it, after checking the
+arrays against the digests in meta.json (a set that fails is sampled again, never used). Classes
+are sampled one at a time into `parts/` so an interrupted generation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from ..errors import RunError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, check_output_dir, file_digest, write_json_atomic
 from ..paths import cache_home
 from ..runtime import resolve_device
 from .pipeline import ClassConditionalPipeline
@@ -51,14 +52,28 @@ def synthetic_key(run_dir: Path, snapshot: int | None, sampler: str, steps: int,
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
+ARRAYS = ("images.npy", "labels.npy")
+
+
 def is_complete(out: Path) -> bool:
-    """A synthetic folder is complete when meta.json exists and its arrays match it."""
+    """A synthetic folder is complete when meta.json exists and its arrays match its digests and sizes."""
     try:
         meta = json.loads((out / "meta.json").read_text())
+        if any(meta["digest"][name] != file_digest(out / name) for name in ARRAYS):
+            return False
         labels = np.load(out / "labels.npy", allow_pickle=False)
         images = np.load(out / "images.npy", allow_pickle=False, mmap_mode="r")
         return len(labels) == len(images) == meta["num_images"]
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return False
+
+
+def _valid_part(path: Path, per_class: int) -> bool:
+    """A class part written by an earlier, interrupted generation, if it reads back whole."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+        return arr.dtype == np.uint8 and arr.ndim == 4 and len(arr) == per_class
+    except (OSError, ValueError, EOFError):
         return False
 
 
@@ -84,18 +99,21 @@ def generate_synthetic(
     out = Path(out) if out is not None else cache_home() / "synthetic" / key
     if is_complete(out):
         return out
-    if out.exists() and (out / "meta.json").exists():
-        shutil.rmtree(out)  # failed verification: rebuild, never use
+    for name in ("meta.json", *ARRAYS):  # failed verification: rebuild, never use
+        (out / name).unlink(missing_ok=True)
     parts = out / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
     unet = load_unet(run_dir, snapshot).to(resolve_device(device))
+    size, channels = unet.config.sample_size, unet.config.in_channels
+    n_classes = len(classes) if classes is not None else meta["num_classes"]
+    # parts, then images.npy beside them and its temporary copy, then grids: about 3x the pixels
+    check_output_dir(parts, 3 * n_classes * per_class * channels * size * size + 16 * 2**20)
     train_cfg = meta["config"]
     base = training_scheduler(train_cfg["schedule"], train_cfg["prediction"], train_cfg["timesteps"], train_cfg["beta_start"], train_cfg["beta_end"])
     pipe = ClassConditionalPipeline(unet, sampling_scheduler(sampler, base.config), null_class=meta["num_classes"])
     t0 = time.perf_counter()
     for c in classes if classes is not None else range(meta["num_classes"]):
         part = parts / f"class{c}.npy"
-        if part.exists():
+        if part.exists() and _valid_part(part, per_class):
             continue
         gen = torch.Generator().manual_seed(seed * 100_003 + c)
         if not quiet:
@@ -125,6 +143,7 @@ def assemble(out: Path, gen_meta: dict, per_class: int, extra: dict) -> None:
                 np.save(fh, arr)
     write_grids(out, images, labels, num_classes)
     meta = {
+        "digest": {name: file_digest(out / name) for name in ARRAYS},
         "num_images": int(len(labels)),
         "per_class": per_class,
         "num_classes": num_classes,
@@ -152,7 +171,11 @@ def write_grids(out: Path, images: np.ndarray, labels: np.ndarray, num_classes: 
         im = Image.fromarray(canvas[:, :, 0] if c == 1 else canvas)
         return im.resize((im.width * 2, im.height * 2), Image.Resampling.NEAREST)
 
+    def save(im: Image.Image, name: str) -> None:
+        with atomic_path(out / name) as tmp:
+            im.save(tmp, format="PNG")
+
     for c in range(num_classes):
-        tile(images[labels == c][: per_row * per_row], per_row).save(out / f"grid_class{c}.png")
+        save(tile(images[labels == c][: per_row * per_row], per_row), f"grid_class{c}.png")
     rows = [images[labels == c][:per_row] for c in range(num_classes)]
-    tile(np.concatenate([np.pad(r, ((0, per_row - len(r)), (0, 0), (0, 0), (0, 0))) for r in rows]), per_row).save(out / "grid.png")
+    save(tile(np.concatenate([np.pad(r, ((0, per_row - len(r)), (0, 0), (0, 0), (0, 0))) for r in rows]), per_row), "grid.png")

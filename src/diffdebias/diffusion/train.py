@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
-from ..runtime import resolve_device, seed_everything
+from ..runtime import all_finite, resolve_device, seed_everything
 from ..errors import ConfigError, RunError
 from ..hparams import coerce
-from ..io import append_jsonl, write_json_atomic
+from ..io import append_jsonl, check_output_dir, file_digest, remove_stale_temps, write_failure, write_json_atomic, write_text_atomic
 from ..paths import cache_home
 from ..state import load_state, save_state
 from .models import PRESET_IMAGE_SIZE, build_unet
@@ -121,15 +121,32 @@ def default_diffusion_dir(data: BiasedDataset, cfg: DiffusionConfig) -> Path:
 
 
 def is_trained(run_dir: Path) -> bool:
-    return (Path(run_dir) / DONE).exists() and (Path(run_dir) / "unet_ema").is_dir()
+    """Finished, and the exported EMA weights still match the digest recorded when they were written."""
+    run_dir = Path(run_dir)
+    if not (run_dir / DONE).exists():
+        return False
+    try:
+        recorded = json.loads((run_dir / "train_summary.json").read_text())["unet_ema_digest"]
+        return recorded == _ema_digest(run_dir / "unet_ema")
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return False
+
+
+def _ema_digest(folder: Path) -> str:
+    files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+    return file_digest(*files)
 
 
 def load_unet(run_dir: Path, snapshot: int | None = None) -> UNet2DModel:
-    """The EMA UNet of a finished run (or one of its snapshots), from safetensors."""
+    """The EMA UNet of a finished run (or one of its snapshots), from safetensors only (never a pickle)."""
     path = Path(run_dir) / ("unet_ema" if snapshot is None else f"snapshots/step{snapshot}")
     if not path.is_dir():
         raise RunError(f"{path}: no trained diffusion model here; run `diffdebias diffusion train` first")
-    return UNet2DModel.from_pretrained(path, use_safetensors=True, local_files_only=True)
+    try:
+        return UNet2DModel.from_pretrained(path, use_safetensors=True, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - a missing / damaged file of the user's folder
+        raise RunError(f"{path}: cannot load the UNet ({type(exc).__name__}: {exc}); it needs config.json and "
+                       "diffusion_pytorch_model.safetensors: train it again") from None
 
 
 def train_diffusion(
@@ -141,10 +158,13 @@ def train_diffusion(
     quiet: bool = False,
 ) -> Path:
     """Train (or resume, or reuse) a class-conditional diffusion model; returns its run directory."""
+    cached = run_dir is None
     run_dir = Path(run_dir) if run_dir is not None else default_diffusion_dir(data, cfg)
     if is_trained(run_dir):
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / DONE).exists():  # finished, but its exported weights fail to verify: export them again
+        (run_dir / DONE).unlink()
+    check_output_dir(run_dir)
     size = resolve_image_size(cfg, data)
     channels = data.spec.channels
     meta = {
@@ -160,7 +180,10 @@ def train_diffusion(
     }
     cfg_path = run_dir / "config.json"
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        try:
+            old = json.loads(cfg_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunError(f"{cfg_path}: damaged ({exc}); choose another --out") from None
         if {k: v for k, v in old.items() if k != "version"} != {k: v for k, v in json.loads(json.dumps(meta)).items() if k != "version"}:
             raise RunError(f"{cfg_path}: this directory holds a diffusion run with another configuration; choose another --out")
     else:
@@ -177,18 +200,29 @@ def train_diffusion(
     ckpt = run_dir / "train_state.safetensors"
     step, elapsed = 0, 0.0
     order, cursor = torch.randperm(len(data.split("train")), generator=gen), 0
+    check_output_dir(run_dir, _expected_bytes(unet, cfg))
     if ckpt.exists():
         if not resume:
             raise RunError(f"{ckpt}: an unfinished diffusion run exists here; pass --resume or choose another --out")
-        st = load_state(ckpt)
-        unet.load_state_dict(st["unet"])
-        ema.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        lr_sched.load_state_dict(st["lr_sched"])
-        gen.set_state(st["gen"])
-        torch.set_rng_state(st["rng"])
-        step, elapsed = st["step"], st["elapsed"]
-        order, cursor = st["order"], st["cursor"]
+        try:
+            st = load_state(ckpt)
+        except RunError as exc:
+            if not cached:
+                raise
+            print(f"warning: {exc}; training this cached generator again", flush=True)  # rebuilt, never used
+            ckpt.unlink()
+            st = None
+        if st is not None:
+            unet.load_state_dict(st["unet"])
+            ema.load_state_dict(st["ema"])
+            opt.load_state_dict(st["opt"])
+            lr_sched.load_state_dict(st["lr_sched"])
+            gen.set_state(st["gen"])
+            torch.set_rng_state(st["rng"])
+            step, elapsed = st["step"], st["elapsed"]
+            order, cursor = st["order"], st["cursor"]
+    remove_stale_temps(run_dir)  # left by an interrupted write
+    _truncate_log(run_dir / "train_log.jsonl", step)  # lines logged after the checkpoint we restart from
 
     train = data.split("train").with_spec(ImageSpec(size, channels, (0.5,) * channels, (0.5,) * channels))
     alphas = noise_sched.alphas_cumprod.to(device)
@@ -214,7 +248,7 @@ def train_diffusion(
             pred = unet(xt, t, class_labels=y).sample
         loss = F.mse_loss(pred.float(), target)
         if not torch.isfinite(loss):
-            raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; the last good checkpoint is {ckpt} (lower --set lr=...)")
+            raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -231,6 +265,8 @@ def train_diffusion(
         if step in cfg.snapshot_steps:
             _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            if not all_finite(unet.parameters()):
+                raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
             save_state(ckpt, {
                 "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                 "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
@@ -238,9 +274,36 @@ def train_diffusion(
             })  # fmt: skip
     bar.close()
     _save_ema(unet, ema, run_dir / "unet_ema")
-    write_json_atomic(run_dir / "train_summary.json", {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2), "device": str(device)})
-    (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    summary = {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
+               "device": str(device), "unet_ema_digest": _ema_digest(run_dir / "unet_ema")}  # fmt: skip
+    write_json_atomic(run_dir / "train_summary.json", summary)
+    write_text_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
     return run_dir
+
+
+def _expected_bytes(unet: UNet2DModel, cfg: DiffusionConfig) -> int:
+    """The checkpoint (UNet, EMA, two AdamW moments) twice while it is replaced, EMA exports, a margin."""
+    weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+    return weights * (8 + 2 * (1 + len(cfg.snapshot_steps))) + 16 * 2**20
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log lines written after the checkpoint a resumed run restarts from."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and _log_step(ln) <= step]
+        write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
+def _log_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut by the interruption
+        return 1 << 62
+
+
+def _numerical_advice(ckpt: Path) -> str:
+    last = f"the last good checkpoint {ckpt} is intact" if ckpt.exists() else "no checkpoint was written yet"
+    return f"{last}. A non-finite value usually means too high a learning rate: train again into another --out with a lower --set lr=..."
 
 
 def _velocity(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -255,10 +318,15 @@ def _save_ema(unet: UNet2DModel, ema: EMAModel, path: Path) -> None:
     ema.copy_to(unet.parameters())
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    unet.save_pretrained(tmp, safe_serialization=True)
-    with torch.no_grad():
-        for p, b in zip(unet.parameters(), backup):
-            p.copy_(b)
+    try:
+        unet.save_pretrained(tmp, safe_serialization=True)
+    except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for I/O failures
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failure(path, exc) from exc
+    finally:
+        with torch.no_grad():
+            for p, b in zip(unet.parameters(), backup):
+                p.copy_(b)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)

@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from ..data.base import BiasedDataset, Split
 from ..errors import RunError
-from ..io import append_jsonl, write_json_atomic, write_text_atomic
+from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
 from ..methods.base import Method, MethodContext
-from ..runtime import derived_seed, seed_everything
+from ..runtime import all_finite, derived_seed, seed_everything
 from ..state import load_state, save_state, save_weights
 from .augment import build_augment
 from .metrics import classification_metrics, pseudo_group_metrics
@@ -107,17 +107,19 @@ class Engine:
         gen = torch.Generator().manual_seed(derived_seed(self.seed, stage + "/data"))
         policy = get_policy(hp["selection"])
         state = {"epoch": 0, "history": [], "elapsed": 0.0, "best_score": None, "best_weights": None}
-        if done.exists() or (ckpt.exists() and self.resume):
+        info = _read_done(done)
+        if info is not None or (ckpt.exists() and self.resume):
             state = self._restore(ckpt, method, gen)
-            if done.exists():
-                info = json.loads(done.read_text())
+            if info is not None:
                 self.stage_times[stage] = info["wall_time_s"]
                 return StageResult(stage, method, state["history"], info["selected"], info["wall_time_s"])
+            remove_stale_temps(self.run_dir)
             write_text_atomic(self._log_path(stage), "".join(json.dumps(r, sort_keys=True) + "\n" for r in state["history"]))
         elif ckpt.exists():
             raise RunError(f"{ckpt}: an unfinished stage exists in this run directory; pass --resume to continue it or choose another --out")
         else:
             self._log_path(stage).unlink(missing_ok=True)
+        check_output_dir(self.run_dir, expected_bytes(method))
         self._fit(stage, method, hp, gen, policy, state, ckpt)
         selected = select_epoch(state["history"], policy.name)
         best = state["best_weights"] if policy.val_metric is not None else None
@@ -153,10 +155,7 @@ class Engine:
                 with self.autocast(hp["amp"]):
                     loss, stats = method.loss(x, y, idx)
                 if not torch.isfinite(loss):
-                    raise RunError(
-                        f"stage '{stage}' epoch {epoch + 1}: the loss became {float(loss.detach())}; the last good checkpoint is {ckpt} "
-                        "(lower --set lr=..., or enable --set grad_clip=1.0, then --resume)"
-                    )
+                    raise RunError(f"stage '{stage}' epoch {epoch + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
                 for opt in optimizers.values():
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -202,6 +201,9 @@ class Engine:
         raise RunError(f"unknown schedule '{hp['schedule']}'; valid: none, cosine")
 
     def _checkpoint(self, path: Path, method: Method, gen: torch.Generator, schedulers: dict, state: dict) -> None:
+        for name, module in method.modules().items():
+            if not all_finite(module.state_dict().values()):
+                raise RunError(f"epoch {state['epoch']}: model '{name}' holds non-finite weights; {_numerical_advice(path)}")
         save_state(
             path,
             {
@@ -249,6 +251,33 @@ def iterate_batches(split: Split, indices: torch.Tensor, batch_size: int, num_wo
         return
     loader = DataLoader(split, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers, persistent_workers=False)
     yield from loader
+
+
+def _read_done(path: Path) -> dict | None:
+    """A finished stage's record, or None; a damaged one is removed (the stage is then resumed from
+    its final checkpoint, never taken from a record that does not parse)."""
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        if isinstance(info, dict) and "selected" in info and "wall_time_s" in info:
+            return info
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
+def expected_bytes(method: Method) -> int:
+    """Disk space a stage needs: a checkpoint (weights, optimiser state, best weights) twice while
+    it is replaced atomically, the final weights, and a margin."""
+    weights = sum(t.numel() * t.element_size() for m in method.modules().values() for t in m.state_dict().values())
+    return 9 * weights + 16 * 2**20
+
+
+def _numerical_advice(ckpt: Path) -> str:
+    last = f"the last good checkpoint {ckpt} is intact" if ckpt.exists() else "no checkpoint was written yet"
+    return f"{last}. A non-finite value usually means too high a learning rate: start a new run (another --out) with a lower --set lr=... or --set grad_clip=1.0"
 
 
 def _fmt(value) -> str:

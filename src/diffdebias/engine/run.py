@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .. import __version__
 from ..data.registry import load_dataset
 from ..errors import ConfigError, RunError
 from ..hparams import resolve_hparams
-from ..io import append_jsonl, write_json_atomic
+from ..io import append_jsonl, check_output_dir, write_json_atomic, write_text_atomic
 from ..methods import get_method
 from ..runtime import resolve_device
 from .loop import Engine
@@ -34,19 +33,6 @@ COMPLETE = "COMPLETE"
 def default_run_dir(method: str, dataset: str, ratio: float | None, seed: int) -> Path:
     tag = dataset if ratio is None else f"{dataset}_r{ratio:g}"
     return Path("runs") / tag / method / f"seed{seed}"
-
-
-def check_writable(run_dir: Path, need_bytes: int = 50 * 2**20) -> None:
-    """Fail early if the output directory cannot hold the run's artifacts."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"{run_dir}: cannot create the output directory ({exc.strerror}); choose another --out") from None
-    if not os.access(run_dir, os.W_OK):
-        raise RunError(f"{run_dir}: no write permission; choose another --out")
-    free = shutil.disk_usage(run_dir).free
-    if free < need_bytes:
-        raise RunError(f"{run_dir}: only {free / 2**20:.0f} MiB free, about {need_bytes / 2**20:.0f} MiB needed; free space or choose another --out")
 
 
 def is_complete(run_dir: Path) -> bool:
@@ -72,8 +58,10 @@ def run_method(
     get_policy(hp["selection"])
     run_dir = Path(out) if out is not None else default_run_dir(method, dataset, ratio, seed)
     if is_complete(run_dir):
-        return json.loads((run_dir / "results.json").read_text())
-    check_writable(run_dir)
+        done = _read_results(run_dir)
+        if done is not None:
+            return done
+    check_output_dir(run_dir)  # permission now; free space for the stage's files in Engine.train_stage
     t0 = time.perf_counter()
     data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
     data_time = time.perf_counter() - t0
@@ -110,9 +98,19 @@ def run_method(
         "version": __version__,
     }
     write_json_atomic(run_dir / "results.json", results)
-    (run_dir / COMPLETE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
     append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **results})
     return results
+
+
+def _read_results(run_dir: Path) -> dict | None:
+    """results.json of a complete run, or None (and the run marked incomplete) when it does not parse:
+    it is then rebuilt from the finished stages, never used."""
+    try:
+        return json.loads((run_dir / "results.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        (run_dir / COMPLETE).unlink(missing_ok=True)
+        return None
 
 
 def _by_policy(history: list[dict]) -> dict:
@@ -130,7 +128,10 @@ def _by_policy(history: list[dict]) -> dict:
 def _check_config(run_dir: Path, config: dict, resume: bool) -> None:
     path = run_dir / "config.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunError(f"{path}: damaged ({exc}); choose another --out") from None
         if old != json.loads(json.dumps(config)):
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config)).get(k))
             raise RunError(f"{path}: this run directory holds a run with another configuration (differs in {', '.join(changed)}); choose another --out")

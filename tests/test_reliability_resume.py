@@ -1,0 +1,142 @@
+"""Interruption: a classifier training and a diffusion training are killed with SIGKILL mid-run
+(in a subprocess, once a checkpoint exists); resuming completes them with exactly the results of
+an uninterrupted run with the same seed (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import diffdebias
+from diffdebias.cli import main
+from diffdebias.errors import RunError
+from diffdebias.state import load_state
+
+from .tiny_data import ONE_THREAD_ENV, cls_args, diff_args, make_folder_csv, make_synthetic_set, one_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SRC = str(Path(diffdebias.__file__).resolve().parents[1])
+
+# The child process runs the real CLI; a hook only decides WHEN the parent kills it.
+CLASSIFIER_CHILD = r"""
+import sys, time
+from pathlib import Path
+from diffdebias.engine.loop import Engine
+from diffdebias.methods.erm import ERM
+ready, seen = Path(sys.argv[1]), {"checkpoints": 0, "steps": 0}
+real_checkpoint, real_loss = Engine._checkpoint, ERM.loss
+def checkpoint(self, *a, **k):
+    real_checkpoint(self, *a, **k)
+    seen["checkpoints"] += 1
+def loss(self, x, y, idx):
+    if seen["checkpoints"] == 2:  # epoch 3: two optimiser steps past the epoch-2 checkpoint, then wait for the kill
+        seen["steps"] += 1
+        if seen["steps"] == 3:
+            ready.touch()
+            time.sleep(600)
+    return real_loss(self, x, y, idx)
+Engine._checkpoint, ERM.loss = checkpoint, loss
+from diffdebias.cli import main
+main(sys.argv[2:])
+"""
+
+DIFFUSION_CHILD = r"""
+import sys, time
+from pathlib import Path
+import diffdebias.state as state
+ready, calls, real_save = Path(sys.argv[1]), {"n": 0}, state.save_file
+def save_file(tensors, filename, metadata=None):
+    calls["n"] += 1
+    real_save(tensors, filename, metadata=metadata)
+    if calls["n"] == 2:  # the second checkpoint: killed with its temporary file half written
+        data = Path(filename).read_bytes()
+        Path(filename).write_bytes(data[: len(data) // 2])
+        ready.touch()
+        time.sleep(600)
+state.save_file = save_file
+from diffdebias.cli import main
+main(sys.argv[2:])
+"""
+
+
+def kill_when_ready(script: str, args: list[str], tmp_path: Path, timeout: float = 180) -> None:
+    """Run the CLI in a child process and SIGKILL it as soon as its hook says so."""
+    ready, log = tmp_path / "ready", tmp_path / "child.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", script, str(ready), *args], env={**os.environ, **ONE_THREAD_ENV, "PYTHONPATH": SRC}, stdout=out, stderr=out)
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"child ended (rc {proc.wait()}) before the kill point:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+
+
+def invoke(args: list[str], code: int = 0) -> str:
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == code, res.output
+    return res.output
+
+
+def _log_rows(path: Path, drop: tuple[str, ...]) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().splitlines()]
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(a), load_file(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_sigkill_classifier_then_resume_equals_uninterrupted(tmp_path):
+    make_folder_csv(tmp_path / "data")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    invoke(cls_args(full))
+    kill_when_ready(CLASSIFIER_CHILD, cls_args(cut), tmp_path)
+
+    ckpt = cut / "main.ckpt.safetensors"
+    assert load_state(ckpt)["epoch"] == 2  # killed in epoch 3: the epoch-2 checkpoint is the last one
+    assert not (cut / "results.json").exists() and not (cut / "COMPLETE").exists()
+    assert "--resume" in invoke(cls_args(cut), code=2)  # an unfinished run is never silently restarted
+    invoke(cls_args(cut, extra=("--resume",)))
+
+    a, b = (json.loads((d / "results.json").read_text()) for d in (full, cut))
+    for key in ("selected_epoch", "val", "test", "by_policy", "hparams", "bias_labels_used"):
+        assert a[key] == b[key], key
+    assert (cut / "COMPLETE").exists() and _same_weights(full / "main.model.safetensors", cut / "main.model.safetensors")
+    rows = _log_rows(cut / "main.metrics.jsonl", ("train_img_per_s",))
+    assert rows == _log_rows(full / "main.metrics.jsonl", ("train_img_per_s",)) and [r["epoch"] for r in rows] == [1, 2, 3]
+    assert not list(cut.glob(".*.tmp"))
+
+
+def test_sigkill_diffusion_mid_checkpoint_then_resume_equals_uninterrupted(tmp_path):
+    data = make_synthetic_set(tmp_path / "data")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    invoke(diff_args(data, full))
+    kill_when_ready(DIFFUSION_CHILD, diff_args(data, cut), tmp_path)
+
+    # killed while the step-4 checkpoint was being written: the step-2 one is intact, and the
+    # half-written temporary file does not read as a checkpoint
+    assert load_state(cut / "train_state.safetensors")["step"] == 2
+    (partial,) = cut.glob(".train_state.safetensors.*.tmp")
+    with pytest.raises(RunError, match="cannot be read"):
+        load_state(partial)
+    assert not (cut / "COMPLETE").exists() and not (cut / "unet_ema").exists()
+
+    invoke(diff_args(data, cut))  # `diffusion train` resumes by default
+    ema = "unet_ema/diffusion_pytorch_model.safetensors"
+    assert (cut / "COMPLETE").exists() and _same_weights(full / ema, cut / ema)
+    assert _log_rows(cut / "train_log.jsonl", ("elapsed_s",)) == _log_rows(full / "train_log.jsonl", ("elapsed_s",))
+    assert not list(cut.glob(".*.tmp"))  # the stale temporary file was cleaned up
