@@ -253,7 +253,7 @@ def test_cli_train_sample_eval(colour_root, tmp_path):
 
 # --- FID plumbing with random Inception weights (never downloaded) ---------------------------------
 def test_inception_fid_from_a_local_weights_file(tmp_path, monkeypatch):
-    tf = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    import torch_fidelity.feature_extractor_inceptionv3 as tf
     from safetensors.torch import save_file
 
     monkeypatch.setattr(tf.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
@@ -267,3 +267,55 @@ def test_inception_fid_from_a_local_weights_file(tmp_path, monkeypatch):
     (tmp_path / "bad.safetensors").write_bytes(b"not weights")
     with pytest.raises(Exception, match="bad.safetensors"):
         inception_fid(real, real, tmp_path / "bad.safetensors")
+
+
+# --- LoRA path on a tiny random Stable-Diffusion-style model built from configs ----------------------
+def _tiny_sd(folder):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4,
+    ).save_pretrained(folder / "unet")  # fmt: skip
+    AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    ).save_pretrained(folder / "vae")  # fmt: skip
+    CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 vocab_size=64, max_position_embeddings=16)).save_pretrained(folder / "text_encoder")  # fmt: skip
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)])}
+    (folder / "tok").mkdir()
+    (folder / "tok" / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "tok" / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "tok" / "vocab.json"), str(folder / "tok" / "merges.txt"), model_max_length=16).save_pretrained(folder / "tokenizer")
+    DDPMScheduler(num_train_timesteps=100, prediction_type="v_prediction").save_pretrained(folder / "scheduler")
+
+
+def test_lora_ddm_on_a_tiny_text_to_image_model(colour_data, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from diffdebias.ddm.lora import LoraDDMConfig, train_ddm_lora
+
+    model = tmp_path / "sd"
+    _tiny_sd(model)
+    cfg = LoraDDMConfig.from_overrides({"max_steps": 2, "batch_size": 2, "lr": "1e-2", "device": "cpu", "groups": "inferred", "alpha": "0.05"})
+    out = train_ddm_lora(model, colour_data, cfg, tmp_path / "lora", quiet=True)
+    assert (out / "COMPLETE").exists() and json.loads((out / "config.json").read_text())["latent_shape"] == [4, 4, 4]
+    assert load_file(out / "indicator.safetensors")["net.1.weight"].shape == (1024, 64)  # d = 4 x 4 x 4 latent noise
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(np.isfinite(r["ce"]) for r in log)
+    # the saved LoRA loads back into the base UNet with diffusers and changes its output
+    base = UNet2DConditionModel.from_pretrained(model, subfolder="unet", local_files_only=True).eval()
+    x, t, h = torch.randn(1, 4, 4, 4), torch.tensor([10]), torch.randn(1, 16, 16)
+    before = base(x, t, encoder_hidden_states=h).sample
+    base.load_lora_adapter(str(out), weight_name="pytorch_lora_weights.safetensors", prefix="unet")
+    assert not torch.allclose(before, base(x, t, encoder_hidden_states=h).sample)
+    res = CliRunner().invoke(main, ["ddm", "lora", "--model", str(tmp_path), "--dataset", "folder_csv", "--root", str(colour_data.info["root"]),
+                                    "--set", "data.image_size=8", "--out", str(tmp_path / "cli")])  # fmt: skip
+    assert res.exit_code == 2 and "missing sub-folder" in res.output
+    with pytest.raises(ConfigError, match="valid keys"):
+        LoraDDMConfig.from_overrides({"rnak": 2})

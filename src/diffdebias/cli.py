@@ -250,3 +250,27 @@ def ddm_eval(samples, dataset, root, ratio, sets, fid_inception, n_boot, seed, j
         click.echo(f"FID {r['fid']:.3f}")
     if json_out:
         write_json_atomic(json_out, r)
+
+
+@ddm.command("lora")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Local diffusers text-to-image model folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).")
+@click.option("--dataset", required=True)
+@dataset_options
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="alpha, groups, num_groups, sign, rank, lr, max_steps, batch_size, resolution, prompt, seed, device; data.KEY=VALUE for dataset options.")
+@click.option("--quiet", "-q", is_flag=True)
+@friendly_errors
+def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
+    """DDM as LoRA fine-tuning (peft) of a local Stable-Diffusion-family model (for GPUs)."""
+    from pathlib import Path
+
+    from .cli_common import split_data_options
+    from .ddm.lora import LoraDDMConfig, train_ddm_lora
+
+    data_opts, overrides = split_data_options(parse_sets(sets))
+    cfg = LoraDDMConfig.from_overrides(overrides)
+    data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
+    folder = train_ddm_lora(Path(model_dir), data, cfg, Path(out), quiet=quiet)
+    click.echo(f"DDM LoRA weights: {folder}  (pipe.load_lora_weights('{folder}'))")
