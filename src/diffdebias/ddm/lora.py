@@ -15,7 +15,6 @@ Meant for GPUs; the tests run it on a tiny random model built from configs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from dataclasses import dataclass
