@@ -189,3 +189,91 @@ def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | 
 
         with atomic_path(csv_path) as tmp:
             table.to_csv(tmp, index=False)
+
+
+@main.group()
+def ddm() -> None:
+    """Debiasing Diffusion Model (fair generation) and fairness metrics for any generator."""
+
+
+@ddm.command("train")
+@click.option("--dataset", required=True)
+@dataset_options
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: the cache, keyed by data + config).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="DDM setting: alpha, groups=given|inferred, num_groups, sign, balanced, init=RUN_DIR, or any diffusion setting; data.KEY=VALUE for dataset options.")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in the same directory.")
+@click.option("--quiet", "-q", is_flag=True)
+@friendly_errors
+def ddm_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
+    """Train a class-conditional generator with the DDM objective (pixel space)."""
+    from .cli_common import split_data_options
+    from .ddm.train import DDMConfig, train_ddm
+
+    data_opts, overrides = split_data_options(parse_sets(sets))
+    cfg = DDMConfig.for_dataset(dataset, overrides)
+    data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
+    run_dir = train_ddm(data, cfg, out, resume=resume, quiet=quiet)
+    click.echo(f"DDM generator: {run_dir}  (sample it with `diffdebias diffusion sample --run {run_dir} ...`)")
+
+
+@ddm.command("eval")
+@click.option("--samples", "samples", required=True, type=click.Path(exists=True, file_okay=False),
+              help="images.npy [+ labels.npy], image files, or sub-folders named by condition id.")
+@click.option("--dataset", required=True, help="The real dataset whose bias b is the attribute (labels used for evaluation only).")
+@dataset_options
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="data.KEY=VALUE dataset options.")
+@click.option("--fid-inception", type=click.Path(dir_okay=False), default=None, help="Local Inception-v3 FID weights file; without it no FID is computed.")
+@click.option("--n-boot", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None)
+@friendly_errors
+def ddm_eval(samples, dataset, root, ratio, sets, fid_inception, n_boot, seed, json_out) -> None:
+    """FD and per-group proportions (bootstrap CIs), SPD across conditions, in-domain Frechet distance, FID."""
+    from pathlib import Path
+
+    from .cli_common import split_data_options
+    from .ddm.evaluate import evaluate_folder
+    from .io import write_json_atomic
+
+    data_opts, _ = split_data_options(parse_sets(sets))
+    data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
+    r = evaluate_folder(Path(samples), data, n_boot=n_boot, seed=seed, fid_weights=Path(fid_inception) if fid_inception else None)
+    names = r["group_names"] or [str(i) for i in range(r["num_groups"])]
+    ov = r["overall"]
+    props = ", ".join(f"{n} {p:.3f} [{lo:.3f}, {hi:.3f}]" for n, p, (lo, hi) in zip(names, ov["proportions"], ov["proportions_ci"]))
+    click.echo(f"{r['num_samples']} samples; attribute classifier test acc {r['attribute_classifier_test_acc']:.1f}%")
+    click.echo(f"FD {ov['fd']:.4f} [{ov['fd_ci'][0]:.4f}, {ov['fd_ci'][1]:.4f}]   proportions: {props}")
+    for c, pc in r.get("per_condition", {}).items():
+        click.echo(f"  condition {c}: FD {pc['fd']:.4f} [{pc['fd_ci'][0]:.4f}, {pc['fd_ci'][1]:.4f}]   proportions {pc['proportions']}")
+    if "spd" in r:
+        click.echo(f"SPD {r['spd']:.4f}   mean per-condition FD {r['fd_cond_mean']:.4f}")
+    click.echo(f"in-domain Frechet distance (fd_inclf) {r['fd_inclf']:.4f}   (in-domain classifier test acc {r['inclf']['test_acc']:.1f}%)")
+    if "fid" in r:
+        click.echo(f"FID {r['fid']:.3f}")
+    if json_out:
+        write_json_atomic(json_out, r)
+
+
+@ddm.command("lora")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Local diffusers text-to-image model folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).")
+@click.option("--dataset", required=True)
+@dataset_options
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="alpha, groups, num_groups, sign, rank, lr, max_steps, batch_size, resolution, prompt, seed, device; data.KEY=VALUE for dataset options.")
+@click.option("--quiet", "-q", is_flag=True)
+@friendly_errors
+def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
+    """DDM as LoRA fine-tuning (peft) of a local Stable-Diffusion-family model (for GPUs)."""
+    from pathlib import Path
+
+    from .cli_common import split_data_options
+    from .ddm.lora import LoraDDMConfig, train_ddm_lora
+
+    data_opts, overrides = split_data_options(parse_sets(sets))
+    cfg = LoraDDMConfig.from_overrides(overrides)
+    data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
+    folder = train_ddm_lora(Path(model_dir), data, cfg, Path(out), quiet=quiet)
+    click.echo(f"DDM LoRA weights: {folder}  (pipe.load_lora_weights('{folder}'))")

@@ -36,7 +36,7 @@ from .models import PRESET_IMAGE_SIZE, build_unet
 from .schedulers import training_scheduler
 
 DONE = "COMPLETE"
-CPU_DATASETS = ("colored_fmnist", "colored_mnist", "corrupted_fmnist", "cmnist", "synthetic")
+CPU_DATASETS = ("colored_fmnist", "colored_mnist", "corrupted_fmnist", "cmnist", "synthetic", "colored_fmnist_pair")
 # DDB's reference code: UNet ch 128 (1,2,2,2), linear betas 1e-4..0.028, eps-prediction, AdamW
 # 1e-4, warm-up then cosine, 64 px, 100k iterations at batch 32 (Waterbirds).
 PAPER_SETTINGS: dict[str, Any] = {
