@@ -106,7 +106,7 @@ def test_local_conditional_trains_on_real_plus_synthetic(tmp_path, monkeypatch, 
     gen = run / "diffubias" / "generated"
     sources = np.load(gen / "sources.npy")
     assert sources.tolist() == np.repeat(cand["indices"], 2).tolist()  # two variants per candidate, in order
-    assert (gen / "grid.png").exists() and (run / "diffubias" / "candidates.png").exists()
+    assert (gen / "grid.png").exists() and (run / "diffubias" / "candidates" / "grid.png").exists()
     # the final training set: the real images, then the generated ones labelled with their candidate's class
     split, train = seen["split"], tiny.split("train")
     assert len(split) == len(train) + 40 and r["notes"]["final_training_set"] == {"real": len(train), "synthetic": 40}

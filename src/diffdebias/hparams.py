@@ -76,8 +76,9 @@ DIFFUBIAS_DEFAULTS: dict[str, Any] = {
     "gen_seed": 0,
     "sampler": "dpmpp",
     "sampler_steps": 20,  # of the full schedule; SDEdit runs round(strength x sampler_steps) of them
-    "w": 1.0,
-    "strength": 0.5,
+    # SDEdit: the largest change that still keeps >= 95% of the candidates' colour (BENCHMARKS.md, DiffuBias)
+    "w": 0.0,
+    "strength": 0.2,
     "audit": True,  # measure the generated images with the diffusion audit's judges (bias labels: evaluation only)
 }
 

@@ -1,7 +1,7 @@
 """The DiffuBias pipeline up to the synthetic training images (METHODS.md s. 2).
 
 Every product is written atomically under `<run>/diffubias/` and reused when it exists (the run
-directory's configuration is fixed, engine/run.py): `candidates.json` (+ `candidates.png`),
+directory's configuration is fixed, engine/run.py): `candidates.json` (+ PNG grids in `candidates/`),
 `captions.json`, `filtered_captions.json`, and `generated/` (images.npy, labels.npy,
 sources.npy, prompts.json, meta.json and PNG grids: the layout of a synthetic set, so
 `--dataset synthetic --root <run>/diffubias/generated` loads it). The true bias labels are read
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..data.base import UNKNOWN_BIAS, TensorSplit
 from ..data.registry import load_dataset
@@ -122,23 +121,10 @@ def _candidates(engine: Engine, model: torch.nn.Module, hp: dict, path: Path) ->
     record = {"k": k, "loss": "cross-entropy of the GCE biased classifier", "indices": idx.tolist(),
               "labels": train.y[idx].tolist(), "losses": [round(float(v), 6) for v in losses[idx]]}  # fmt: skip
     write_json_atomic(path, record)
-    sub = train.subset(idx[: 64 * data.num_classes])
-    with atomic_path(path.with_suffix(".png")) as tmp:  # up to 8 x 8 per class, for inspection
-        _grid(sub.batch(torch.arange(len(sub)))[0], sub.y, data.num_classes, tmp)
+    shown = torch.cat([idx[train.y[idx] == c][:64] for c in range(data.num_classes)])  # up to 8 x 8 per class
+    path.with_name("candidates").mkdir(exist_ok=True)
+    write_grids(path.with_name("candidates"), torch.stack([train.load_uint8(int(i)) for i in shown]).numpy(), train.y[shown].numpy(), data.num_classes)
     return record
-
-
-def _grid(x: torch.Tensor, y: torch.Tensor, num_classes: int, dest: Path) -> None:
-    """A one-row-per-class PNG of normalised images (min-max rescaled for display)."""
-    lo, hi = x.amin(), x.amax()
-    images = ((x - lo) / (hi - lo + 1e-8) * 255).round().to(torch.uint8).numpy()
-    rows = []
-    for c in range(num_classes):
-        row = images[(y == c).numpy()][:8]
-        row = np.pad(row, ((0, 8 - len(row)), (0, 0), (0, 0), (0, 0)))
-        rows.append(np.concatenate(list(row.transpose(0, 2, 3, 1)), axis=1))
-    canvas = np.concatenate(rows, axis=0)
-    Image.fromarray(canvas[:, :, 0] if canvas.shape[2] == 1 else canvas).save(dest, format="PNG")
 
 
 def _candidate_stats(engine: Engine, idx: torch.Tensor, k: int) -> dict:
