@@ -193,3 +193,34 @@ def test_missing_models_and_bad_backends_are_refused_before_training(tmp_path, t
     res = _run(tmp_path, "d", sets={"strength": "1.5"})
     assert res.exit_code == 2 and "strength" in res.output
     assert not (tmp_path / "a" / "biased.done.json").exists()
+
+
+def test_sdedit_noises_to_strength_and_denoises_with_the_label():
+    from diffdebias.diffusion.pipeline import ClassConditionalImg2ImgPipeline
+    from diffdebias.diffusion.schedulers import sampling_scheduler, training_scheduler
+
+    calls = []
+
+    class ZeroEps(torch.nn.Module):  # predicts no noise: DDIM then returns x_t / sqrt(alpha_bar_t)
+        config = type("C", (), {"sample_size": 8, "in_channels": 3})()
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, t, class_labels):
+            calls.append((int(t), class_labels.tolist()))
+            return type("O", (), {"sample": torch.zeros_like(x)})()
+
+    base = training_scheduler("cosine", "epsilon")
+    pipe = ClassConditionalImg2ImgPipeline(ZeroEps(), sampling_scheduler("ddim", base.config), null_class=10)
+    src = torch.zeros(16, 3, 8, 8)  # mid-grey in [-1, 1]
+    change = {}
+    for s in (0.1, 0.5, 1.0):
+        calls.clear()
+        out = pipe(src, torch.full((16,), 4), strength=s, w=0.0, steps=10, generator=torch.Generator().manual_seed(0))
+        assert out.dtype == torch.uint8 and out.shape == (16, 3, 8, 8)
+        assert len(calls) == round(10 * s) and all(labels == [4] * 16 for _, labels in calls)
+        change[s] = float((out.float() - 127.5).abs().mean())
+    assert calls[0][0] == 999  # strength 1 starts at the top of the (trailing) schedule
+    assert change[0.1] < 25 < change[0.5] < change[1.0]

@@ -43,8 +43,6 @@ class LocalConditionalGenerator:
     needs_captions = False
 
     def __init__(self, run_dir: Path, device: torch.device, *, strength: float, sampler: str, steps: int, w: float, batch_size: int = 64):
-        if not 0.0 < strength <= 1.0:
-            raise ConfigError(f"hyperparameter 'strength': must be in (0, 1], got {strength}")
         meta = json.loads((Path(run_dir) / "config.json").read_text())
         cfg = meta["config"]
         base = training_scheduler(cfg["schedule"], cfg["prediction"], cfg["timesteps"], cfg["beta_start"], cfg["beta_end"])
