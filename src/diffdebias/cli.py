@@ -62,11 +62,17 @@ def datasets_show(name: str, root: str | None, ratio: float | None, sets: tuple[
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Hyperparameter override; data.KEY=VALUE sets a dataset option.")
 @click.option("--ba-source", type=click.Choice(["synthetic", "real"]), default=None,
               help="DDB recipes: train the Bias Amplifier on synthetic images (default) or on the real data (ablation).")
+@click.option("--captioner", type=click.Choice(["auto", "transformers", "none"]), default=None,
+              help="DiffuBias: captioner backend (auto: none for local-conditional, transformers for diffusers-t2i).")
+@click.option("--generator", type=click.Choice(["local-conditional", "diffusers-t2i"]), default=None,
+              help="DiffuBias: generator backend (default local-conditional: offline, no download).")
+@click.option("--captioner-model", default=None, help="DiffuBias: image-to-text model folder or repository id in the local HF cache.")
+@click.option("--t2i-model", default=None, help="DiffuBias: text-to-image pipeline folder or repository id in the local HF cache.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs).")
 @friendly_errors
-def run_cmd(method, dataset, root, ratio, seed, out, sets, ba_source, resume, quiet) -> None:
-    """Train METHOD (erm, gce, lff, jtt, groupdro, ddb1, ddb1_errset, ddb2) on a dataset; writes results.json."""
+def run_cmd(method, dataset, root, ratio, seed, out, sets, ba_source, captioner, generator, captioner_model, t2i_model, resume, quiet) -> None:
+    """Train METHOD (erm, gce, lff, jtt, groupdro, ddb1, ddb1_errset, ddb2, diffubias) on a dataset; writes results.json."""
     from .cli_common import split_data_options
     from .engine.run import run_method
     from .report_text import results_line
@@ -74,6 +80,8 @@ def run_cmd(method, dataset, root, ratio, seed, out, sets, ba_source, resume, qu
     data_opts, overrides = split_data_options(parse_sets(sets))
     if ba_source:
         overrides["ba_source"] = ba_source
+    backend = {"captioner": captioner, "generator": generator, "captioner_model": captioner_model, "t2i_model": t2i_model}
+    overrides.update({k: v for k, v in backend.items() if v is not None})
     results = run_method(
         method, dataset, root=root, ratio=ratio, seed=seed, out=out, overrides=overrides,
         data_options=data_opts, resume=resume, quiet=quiet,

@@ -11,6 +11,7 @@ samples (AUROC of its loss, precision / recall of its errors), recorded in resul
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from .data.registry import load_dataset
 from .diffusion.synthetic import generate_synthetic
@@ -27,16 +28,23 @@ BA_SOURCES = ("synthetic", "real")
 BA_AUGMENT_GRID = ((1.0, 0.0), (1.25, 0.0), (1.6, 15.0), (2.0, 30.0), (2.5, 45.0), (3.0, 90.0))
 
 
-def synthetic_training_data(engine: Engine, hp: dict):
-    """Step A: the (cached) generator and synthetic set; returns the synthetic dataset."""
-    data = engine.data
+def trained_generator(engine: Engine, hp: dict) -> tuple[Path, DiffusionConfig]:
+    """The class-conditional generator of the dataset's default DiffusionConfig (with `gen_seed`
+    and `gen_steps`), trained on the real training split or reused from the cache."""
     overrides = {"seed": hp["gen_seed"], "device": str(engine.device)}
     if hp["gen_steps"]:
         overrides["max_steps"] = hp["gen_steps"]
-    cfg = DiffusionConfig.for_dataset(data.name, overrides)
+    cfg = DiffusionConfig.for_dataset(engine.data.name, overrides)
     t0 = time.perf_counter()
-    run = train_diffusion(data, cfg, quiet=engine.quiet)
+    run = train_diffusion(engine.data, cfg, quiet=engine.quiet)
     engine.stage_times["diffusion_train"] = time.perf_counter() - t0
+    return run, cfg
+
+
+def synthetic_training_data(engine: Engine, hp: dict):
+    """Step A: the (cached) generator and synthetic set; returns the synthetic dataset."""
+    data = engine.data
+    run, cfg = trained_generator(engine, hp)
     t0 = time.perf_counter()
     folder = generate_synthetic(run, hp["syn_per_class"], sampler=hp["sampler"], steps=hp["sampler_steps"], w=hp["w"],
                                 seed=hp["gen_seed"], device=str(engine.device), quiet=engine.quiet)  # fmt: skip

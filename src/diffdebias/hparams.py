@@ -65,6 +65,35 @@ DDB_DEFAULTS: dict[str, Any] = {
     "selection": "val_pseudo_unbiased",
 }
 
+# DiffuBias (METHODS.md s. 2): GCE biased classifier -> top-K candidates per class -> captioner ->
+# text filter -> generator -> CE on real + synthetic. The local-conditional generator is the
+# diffusion engine's class-conditional model, shared with DDB (same gen_steps / gen_seed cache key).
+DIFFUBIAS_DEFAULTS: dict[str, Any] = {
+    "q": 0.7,
+    "bias_epochs": 20,  # the GCE biased classifier
+    "num_candidates": 0,  # per class; 0 = DiffuBias's K: 100, 200 at the 5% ratio
+    "captioner": "auto",  # auto (none for local-conditional, transformers for diffusers-t2i) | transformers | none
+    "captioner_model": "Salesforce/blip-image-captioning-large",  # local folder or repository id in the local HF cache
+    "captioner_prompt": "",  # text prefix for conditional captioners (BLIP) or the chat prompt (LLaVA-style)
+    "num_captions": 3,  # per candidate; without a captioner: images per candidate
+    "caption_max_tokens": 30,
+    "top_words": 0,  # words the text filter keeps; 0 = 2 x num_classes
+    "generator": "local-conditional",  # local-conditional (offline adaptation) | diffusers-t2i (the paper's)
+    "t2i_model": "stabilityai/stable-diffusion-3.5-large",  # local folder or repository id in the local HF cache
+    "t2i_steps": 28,
+    "t2i_guidance": 3.5,
+    "t2i_size": 0,  # 0 = the pipeline's default resolution
+    "gen_batch_size": 16,  # captioning and text-to-image batches
+    "gen_steps": 0,  # local-conditional: diffusion training steps; 0 = the dataset's default
+    "gen_seed": 0,
+    "sampler": "dpmpp",
+    "sampler_steps": 20,  # of the full schedule; SDEdit runs round(strength x sampler_steps) of them
+    # SDEdit: the largest change that still keeps >= 95% of the candidates' colour (BENCHMARKS.md, DiffuBias)
+    "w": 0.0,
+    "strength": 0.2,
+    "audit": True,  # measure the generated images with the diffusion audit's judges (bias labels: evaluation only)
+}
+
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "erm": {},
     "gce": {"q": 0.7},
@@ -74,6 +103,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ddb1": {**DDB_DEFAULTS, "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
     "ddb1_errset": {**DDB_DEFAULTS, "lambda_up": 50},
     "ddb2": {**DDB_DEFAULTS, "ema": 0.7},
+    "diffubias": dict(DIFFUBIAS_DEFAULTS),
 }
 
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {

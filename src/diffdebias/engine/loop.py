@@ -133,7 +133,7 @@ class Engine:
         return self.run_dir / f"{stage}.metrics.jsonl"
 
     def _fit(self, stage, method, hp, gen, policy, state, ckpt) -> None:
-        train = self.data.split("train")
+        train = method.train_split()
         modules, optimizers = method.modules(), method.optimizers()
         steps_per_epoch = -(-method.epoch_size() // hp["batch_size"])
         schedulers = self._schedulers(optimizers, hp, steps_per_epoch)

@@ -7,6 +7,7 @@ from .base import Method
 from .ddb1 import DDB1
 from .ddb1_errset import DDB1ErrSet
 from .ddb2 import DDB2
+from .diffubias import DiffuBias
 from .erm import ERM
 from .gce import GCE
 from .groupdro import GroupDRO
@@ -22,6 +23,7 @@ METHODS: dict[str, type[Method]] = {
     "ddb1": DDB1,
     "ddb1_errset": DDB1ErrSet,
     "ddb2": DDB2,
+    "diffubias": DiffuBias,
 }
 
 

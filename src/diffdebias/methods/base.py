@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.base import BiasedDataset
+from ..data.base import BiasedDataset, Split
 from ..errors import ConfigError
 from ..models import build_model
 
@@ -73,6 +73,10 @@ class Method:
     def eval_model(self) -> nn.Module:
         """The model whose predictions are evaluated and selected."""
         return self.model
+
+    def train_split(self) -> Split:
+        """The split the engine trains on (default: the dataset's training split)."""
+        return self.ctx.data.split("train")
 
     def epoch_indices(self, gen: torch.Generator) -> torch.Tensor:
         """Training indices of one epoch, in order (default: a permutation of the training set)."""
