@@ -285,3 +285,7 @@ def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
     folder = train_ddm_lora(Path(model_dir), data, cfg, Path(out), quiet=quiet)
     click.echo(f"DDM LoRA weights: {folder}  (pipe.load_lora_weights('{folder}'))")
+
+
+if __name__ == "__main__":
+    main()
