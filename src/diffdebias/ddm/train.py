@@ -28,7 +28,7 @@ from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
 from ..diffusion.models import build_unet
 from ..diffusion.synthetic import checkpoint_digest
-from ..diffusion.train import DONE, DiffusionConfig, _save_ema, _velocity, data_identity, is_trained, load_unet, resolve_image_size
+from ..diffusion.train import DONE, DiffusionConfig, _ema_digest, _save_ema, _velocity, data_identity, is_trained, load_unet, resolve_image_size
 from ..diffusion.schedulers import training_scheduler
 from ..errors import ConfigError, RunError
 from ..io import append_jsonl, atomic_path, write_json_atomic
@@ -179,7 +179,8 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
     bar.close()
     save_weights(run_dir / "indicator.safetensors", indicator.state_dict(), {"in_features": str(channels * size * size), "num_groups": str(k)})
     _save_ema(unet, ema, run_dir / "unet_ema")
-    write_json_atomic(run_dir / "train_summary.json", {"steps": step, "wall_time_s": round(elapsed, 3), "device": str(device), "groups": report})
+    write_json_atomic(run_dir / "train_summary.json", {"steps": step, "wall_time_s": round(elapsed, 3), "device": str(device), "groups": report,
+                                                       "unet_ema_digest": _ema_digest(run_dir / "unet_ema")})  # fmt: skip
     (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
     return run_dir
 
