@@ -78,9 +78,9 @@ def load_components(model_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"--model {model_dir}: missing sub-folder(s) {', '.join(missing)}; expected a diffusers text-to-image model folder ({', '.join(COMPONENTS)})")
     kw = {"local_files_only": True}
     return {
-        "unet": UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet", **kw),
-        "vae": AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **kw),
-        "text_encoder": CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder", **kw),
+        "unet": UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet", use_safetensors=True, **kw),
+        "vae": AutoencoderKL.from_pretrained(model_dir, subfolder="vae", use_safetensors=True, **kw),
+        "text_encoder": CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder", use_safetensors=True, **kw),
         "tokenizer": CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer", **kw),
         "scheduler": DDPMScheduler.from_pretrained(model_dir, subfolder="scheduler", **kw),
     }

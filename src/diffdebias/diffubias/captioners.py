@@ -31,7 +31,7 @@ class TransformersCaptioner:
         path = resolve_local_model(model, **CAPTIONER_MODEL)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype).to(device).eval()
+        self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=dtype).to(device).eval()
         self.device, self.dtype = device, dtype
         self.num_captions, self.prompt, self.max_new_tokens, self.batch_size = num_captions, prompt, max_new_tokens, batch_size
 

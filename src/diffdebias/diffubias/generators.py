@@ -68,7 +68,7 @@ class DiffusersT2IGenerator:
 
         path = resolve_local_model(model, **T2I_MODEL)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.pipe = AutoPipelineForText2Image.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+        self.pipe = AutoPipelineForText2Image.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=dtype).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps, self.guidance, self.size, self.batch_size = steps, guidance, size, batch_size
 
