@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from . import energy
 from .data.registry import load_dataset
 from .diffusion.synthetic import generate_synthetic
 from .diffusion.train import DiffusionConfig, train_diffusion
@@ -33,11 +34,13 @@ def synthetic_training_data(engine: Engine, hp: dict):
         overrides["max_steps"] = hp["gen_steps"]
     cfg = DiffusionConfig.for_dataset(data.name, overrides)
     t0 = time.perf_counter()
-    run = train_diffusion(data, cfg, quiet=engine.quiet)
+    with energy.stage("diffusion_train"):
+        run = train_diffusion(data, cfg, quiet=engine.quiet)
     engine.stage_times["diffusion_train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    folder = generate_synthetic(run, hp["syn_per_class"], sampler=hp["sampler"], steps=hp["sampler_steps"], w=hp["w"],
-                                seed=hp["gen_seed"], device=str(engine.device), quiet=engine.quiet)  # fmt: skip
+    with energy.stage("sampling"):
+        folder = generate_synthetic(run, hp["syn_per_class"], sampler=hp["sampler"], steps=hp["sampler_steps"], w=hp["w"],
+                                    seed=hp["gen_seed"], device=str(engine.device), quiet=engine.quiet)  # fmt: skip
     engine.stage_times["sampling"] = time.perf_counter() - t0
     engine.note("generator", {"run": str(run), "synthetic_set": str(folder), "steps": cfg.max_steps, "seed": hp["gen_seed"],
                               "sampler": hp["sampler"], "sampler_steps": hp["sampler_steps"], "w": hp["w"], "per_class": hp["syn_per_class"]})  # fmt: skip
@@ -53,7 +56,8 @@ def train_bias_amplifier(engine: Engine, hp: dict, source: str):
     ba_data = synthetic_training_data(engine, hp) if source == "synthetic" else engine.data
     ba_engine = Engine(ba_data, engine.run_dir / f"ba_{source}", engine.seed, engine.device, quiet=engine.quiet, resume=True)
     ba_hp = {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "weight_decay": hp["ba_weight_decay"], "augment": False}
-    result = ba_engine.train_stage("ba", GCE if hp["ba_loss"] == "gce" else ERM, ba_hp)
+    with energy.stage(f"ba_{source}"):
+        result = ba_engine.train_stage("ba", GCE if hp["ba_loss"] == "gce" else ERM, ba_hp)
     engine.stage_times[f"ba_{source}"] = result.wall_time_s
     model = result.method.eval_model().eval()
     for p in model.parameters():

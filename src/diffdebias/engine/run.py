@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, energy
 from ..data.registry import load_dataset
 from ..errors import ConfigError, RunError
 from ..hparams import resolve_hparams
@@ -74,8 +74,10 @@ def run_method(
     if is_complete(run_dir):
         return json.loads((run_dir / "results.json").read_text())
     check_writable(run_dir)
+    energy.reset()
     t0 = time.perf_counter()
-    data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
+    with energy.stage("data"):
+        data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
     data_time = time.perf_counter() - t0
     config = {
         "method": method,
@@ -102,6 +104,7 @@ def run_method(
         "test": result.selected.get("test", {}),
         "by_policy": _by_policy(result.history),
         "wall_time_s": {"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
+        "energy": {"stages": energy.stages(), **energy.describe()},
         "notes": engine.notes,
         "hparams": hp,
         "data_options": config["data_options"],
