@@ -28,6 +28,9 @@ PROTOCOL_VERSION = 1
 Render = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 VAL_MODES = ("heldout", "uniform")
 BIAS_MODES = ("class", "independent")
+# Options added after caches keyed by the dataset's identity existed: at this value they are left
+# out of the identity (diffusion/train.py `data_identity`), so cached generators and judges stay valid.
+IDENTITY_NEUTRAL_OPTIONS = {"bias_mode": "class"}
 
 
 def assign_biased(y: np.ndarray, num_bias: int, ratio_pct: float, rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +113,7 @@ def build_injected(
     splits = {
         s: TensorSplit(s, arrays[f"{s}_x"], arrays[f"{s}_y"], arrays[f"{s}_b"], spec) for s in ("train", "val", "test")
     }
-    info = {"ratio": ratio, "bias_mode": bias_mode, "data_seed": seed, "val_mode": val_mode, "cache_file": str(path) if cache else None, **render_params}
+    info = {"ratio": ratio, **({"bias_mode": bias_mode} if bias_mode != "class" else {}), "data_seed": seed, "val_mode": val_mode, "cache_file": str(path) if cache else None, **render_params}
     return BiasedDataset(name, splits, len(class_names), num_bias, spec, class_names, bias_names, info)
 
 
