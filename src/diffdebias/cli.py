@@ -193,10 +193,11 @@ def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | 
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default runs/bench/PRESET).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (local launcher).")
 @click.option("--launcher", default="local", show_default=True, help="How runs are dispatched (bench/launch.py LAUNCHERS).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Extra override for every method that declares KEY (e.g. device=cuda).")
 @click.option("--dry-run", is_flag=True, help="List the runs and which are complete; run nothing.")
 @click.option("--quiet/--verbose", "-q", default=True, show_default=True)
 @friendly_errors
-def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, dry_run: bool, quiet: bool) -> None:
+def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, sets: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
     """Run a preset grid of methods x datasets x ratios x seeds; complete runs are skipped, so rerun to resume."""
     import dataclasses
     from pathlib import Path
@@ -208,7 +209,7 @@ def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, dry_run: b
     p = get_preset(preset)
     out_dir = Path(out or f"runs/bench/{preset}")
     notes: list[str] = []
-    specs = expand(p, notes)
+    specs = expand(p, notes, parse_sets(sets))
     done = sum(is_complete(out_dir / s.run_dir) for s in specs)
     click.echo(f"preset {p.name}: {len(specs)} runs, {done} already complete, under {out_dir}")
     for n in notes:

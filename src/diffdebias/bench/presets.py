@@ -105,7 +105,8 @@ PRESETS: dict[str, Preset] = {
             "of the class), every classifier-debiasing method at its CPU defaults (GroupDRO = oracle), 3 seeds.",
             (Grid(CPU_CELLS, CPU_METHODS, (0, 1, 2)),),
             {},
-            "10 cells x 9 methods x 3 seeds = 270 runs; about 11 CPU hours on 2 cores (BENCHMARKS.md)",
+            "10 cells x 9 methods x 3 seeds = 270 runs (240 without diffubias); on 2 CPU cores about 2 h for colored_fmnist "
+            "and an extrapolated 10-20 h for corrupted_fmnist (CNN); see BENCHMARKS.md",
         ),
         Preset(
             "paper",
@@ -131,8 +132,10 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def expand(preset: Preset, notes: list[str] | None = None) -> list[RunSpec]:
-    """Every run of `preset`, in grid order; unregistered optional methods are noted and skipped."""
+def expand(preset: Preset, notes: list[str] | None = None, extra: dict[str, Any] | None = None) -> list[RunSpec]:
+    """Every run of `preset`, in grid order; unregistered optional methods are noted and skipped.
+
+    `extra` overrides (e.g. device=cuda) apply on top of the preset's, where a method declares the key."""
     specs: list[RunSpec] = []
     for grid in preset.grids:
         for cell in grid.cells:
@@ -144,7 +147,7 @@ def expand(preset: Preset, notes: list[str] | None = None) -> list[RunSpec]:
                         notes.append(f"{entry.name}: not registered, skipped")
                     continue
                 keys = declared_keys(entry.name)
-                overrides = {k: v for k, v in preset.overrides.items() if k in keys} | entry.overrides
+                overrides = {k: v for k, v in {**preset.overrides, **(extra or {})}.items() if k in keys} | entry.overrides
                 for seed in grid.seeds:
                     specs.append(RunSpec(entry.name, cell.dataset, cell.ratio, seed, overrides, dict(cell.data_options),
                                          f"{cell.tag}/{entry.name}/seed{seed}"))  # fmt: skip
