@@ -59,10 +59,10 @@ def stage_bars(stage_means: pd.DataFrame, unit: str) -> str:
     """Stacked horizontal bars: one bar per method, one segment per stage."""
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(stage_means) + 1.2))
     left = np.zeros(len(stage_means))
-    colors = plt.get_cmap("tab20")
+    colors = plt.get_cmap("tab10")
     for i, stage in enumerate(stage_means.columns):
         vals = stage_means[stage].fillna(0.0).to_numpy()
-        ax.barh(np.arange(len(stage_means)), vals, left=left, label=stage, color=colors(i % 20))
+        ax.barh(np.arange(len(stage_means)), vals, left=left, label=stage, color=colors(i % 10))
         left += vals
     ax.set_yticks(np.arange(len(stage_means)), list(stage_means.index))
     ax.invert_yaxis()
