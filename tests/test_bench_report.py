@@ -77,6 +77,24 @@ def test_no_bias_control_draws_the_attribute_independently_of_the_class():
     assert control.info["ratio"] is None and control.info["bias_mode"] == "independent"
 
 
+def test_energy_stages_nest_and_record_how_they_were_estimated(monkeypatch):
+    from diffdebias import energy
+
+    monkeypatch.delenv("DIFFDEBIAS_ENERGY", raising=False)
+    energy.reset()
+    with energy.stage("outer"):
+        with energy.stage("inner"):  # counted toward the outer stage
+            sum(i * i for i in range(300_000))
+    stages = energy.stages()
+    assert set(stages) == {"outer"}
+    row = stages["outer"]
+    assert row["energy_kwh"] > 0 and row["co2_kg"] > 0 and row["duration_s"] > 0
+    assert abs(row["energy_kwh"] - row["cpu_kwh"] - row["ram_kwh"] - row["gpu_kwh"]) <= 1e-3 * row["energy_kwh"] + 1e-12
+    desc = energy.describe()
+    assert desc["tracker"].startswith("codecarbon") and desc["country"] and desc["cpu_method"]
+    energy.reset()
+
+
 def _bench_subprocess(out: Path) -> subprocess.Popen:
     src = str(Path(diffdebias.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -37,8 +37,7 @@ def _get_tracker():
     if _tracker is None:
         from codecarbon import OfflineEmissionsTracker
 
-        for name in ("codecarbon",):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
         _tracker = OfflineEmissionsTracker(
             country_iso_code=os.environ.get(COUNTRY_ENV, DEFAULT_COUNTRY),
             save_to_file=False,
@@ -91,14 +90,15 @@ def describe() -> dict[str, Any]:
         return {"tracker": None}
     import codecarbon
 
-    t = _tracker
-    cpu = next((h for h in t._hardware if type(h).__name__ == "CPU"), None)
+    t = _tracker  # codecarbon exposes what it detected only through these attributes
+    cpu = next((h for h in getattr(t, "_hardware", []) if type(h).__name__ == "CPU"), None)
     mode = getattr(cpu, "_mode", None)
+    conf = getattr(t, "_conf", {})
     return {
         "tracker": f"codecarbon {codecarbon.__version__} OfflineEmissionsTracker (tracking_mode=process)",
-        "country": t._country_iso_code,
-        "cpu_model": t._conf.get("cpu_model"),
+        "country": getattr(t, "_country_iso_code", None),
+        "cpu_model": conf.get("cpu_model"),
         "cpu_method": "RAPL power counters" if mode == "intel_rapl" else f"{mode}: TDP {getattr(cpu, '_tdp', '?')} W x process CPU load" if mode == "cpu_load" else str(mode),
         "ram_method": "RAM power estimated from memory size (no counter)",
-        "gpu_count": t._conf.get("gpu_count", 0),
+        "gpu_count": conf.get("gpu_count", 0),
     }
