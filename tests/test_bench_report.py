@@ -89,7 +89,7 @@ def test_energy_stages_nest_and_record_how_they_were_estimated(monkeypatch):
     assert set(stages) == {"outer"}
     row = stages["outer"]
     assert row["energy_kwh"] > 0 and row["co2_kg"] > 0 and row["duration_s"] > 0
-    assert abs(row["energy_kwh"] - row["cpu_kwh"] - row["ram_kwh"] - row["gpu_kwh"]) <= 1e-3 * row["energy_kwh"] + 1e-12
+    assert abs(row["energy_kwh"] - row["cpu_kwh"] - row["ram_kwh"] - row["gpu_kwh"]) <= 1e-2 * row["energy_kwh"]
     desc = energy.describe()
     assert desc["tracker"].startswith("codecarbon") and desc["country"] and desc["cpu_method"]
     energy.reset()
