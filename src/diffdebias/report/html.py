@@ -101,6 +101,10 @@ class _DataCache:
         return self._cache[key]
 
 
+def _ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:g}%"
+
+
 def _table(df: pd.DataFrame) -> str:
     return '<div class="scroll">' + df.to_html(index=False, classes="tbl", border=0, escape=True, na_rep="-") + "</div>"
 
@@ -180,7 +184,7 @@ def _synthetic_section(results: list[dict], loader: _DataCache) -> str:
     for folder, item in sets.items():
         gen, r = item["gen"], item["run"]
         grids = sorted(Path(folder).glob("grid_class*.png"), key=lambda p: int(p.stem.removeprefix("grid_class")))
-        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {r['ratio']}: {gen['steps']} training steps, {gen['sampler']} "
+        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r['ratio'])}: {gen['steps']} training steps, {gen['sampler']} "
                      f"{gen['sampler_steps']} steps, w = {gen['w']}, {gen['per_class']} per class</h3>")  # fmt: skip
         if not grids:
             parts.append(f'<p class="note">The synthetic set {html.escape(folder)} is gone from the cache.</p>')
@@ -217,7 +221,7 @@ def _audit_section(results: list[dict], loader: _DataCache, directory: Path, epo
             audit = audit_synthetic(load_dataset("synthetic", root=folder), data, train_judges(data, epochs=epochs))
             write_json_atomic(cache, audit)
         names = loader.get(r).class_names
-        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {r['ratio']}: conditional accuracy {audit['conditional_acc']:.1f}%, "
+        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r['ratio'])}: conditional accuracy {audit['conditional_acc']:.1f}%, "
                      f"bias alignment rate {audit['bias_alignment_rate']:.1f}% ({audit['num_images']} images; judges on real test: "
                      f"class {audit['class_judge']['real_test_acc']:.1f}%, bias {audit['bias_judge']['real_test_acc']:.1f}%)</h3>")  # fmt: skip
         parts.append(f'<img class="fig" alt="audit" src="{figures.audit_bars(audit, names)}">')
@@ -277,7 +281,7 @@ def _attribution_section(results: list[dict], frame: pd.DataFrame, loader: _Data
             columns.append((f"{m} ({method_name(model)})", attribution_maps(model, x.clone(), y), [data.class_names[p] for p in preds]))
         bias_names = data.bias_names or [str(v) for v in range(data.num_bias)]
         labels = [f"{data.class_names[int(c)]} / {bias_names[int(v)]}" for c, v in zip(y, b)]
-        ratio_s = "-" if pd.isna(ratio) else f"{ratio:g}%"
+        ratio_s = _ratio(None if pd.isna(ratio) else ratio)
         parts.append(f"<h3>{html.escape(str(dataset))}, ratio {ratio_s}, seed {seed}: ERM vs {html.escape(best)} "
                      "(titles: true class / bias value; map titles: the model's prediction)</h3>")  # fmt: skip
         parts.append(f'<img class="fig" alt="attribution maps" src="{figures.attribution_grid(raw, columns, labels)}">')
