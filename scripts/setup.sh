@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian machine for diffdebias: Debian's Fashion-MNIST package (when apt is
-# available), then a virtual environment in .venv with the package installed in editable mode.
+# Set up a fresh Debian machine for diffdebias: Debian's Fashion-MNIST package (and, for the
+# tests, chromium + chromium-driver) when apt is available, then a virtual environment in .venv with the package installed in editable mode.
 #   bash scripts/setup.sh          # to run diffdebias
 #   bash scripts/setup.sh --test   # also what the test suite needs
 set -euo pipefail
@@ -10,6 +10,7 @@ extras=""
 apt_pkgs="dataset-fashion-mnist"
 if [ "${1:-}" = "--test" ]; then
   extras="[test]"
+  apt_pkgs="$apt_pkgs chromium chromium-driver"  # the HTML report is tested in headless Chromium
 fi
 
 if command -v apt-get >/dev/null 2>&1; then

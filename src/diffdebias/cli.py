@@ -287,5 +287,75 @@ def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
     click.echo(f"DDM LoRA weights: {folder}  (pipe.load_lora_weights('{folder}'))")
 
 
+@main.command("bench")
+@click.option("--preset", required=True, help="smoke | cpu | paper (see src/diffdebias/bench/presets.py).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default runs/bench/PRESET).")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (local launcher).")
+@click.option("--launcher", default="local", show_default=True, help="How runs are dispatched (bench/launch.py LAUNCHERS).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Extra override for every method that declares KEY (e.g. device=cuda).")
+@click.option("--dry-run", is_flag=True, help="List the runs and which are complete; run nothing.")
+@click.option("--quiet/--verbose", "-q", default=True, show_default=True)
+@friendly_errors
+def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, sets: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+    """Run a preset grid of methods x datasets x ratios x seeds; complete runs are skipped, so rerun to resume."""
+    import dataclasses
+    from pathlib import Path
+
+    from .bench import expand, get_preset, launch
+    from .engine.run import is_complete
+    from .io import write_json_atomic
+
+    p = get_preset(preset)
+    out_dir = Path(out or f"runs/bench/{preset}")
+    notes: list[str] = []
+    specs = expand(p, notes, parse_sets(sets))
+    done = sum(is_complete(out_dir / s.run_dir) for s in specs)
+    click.echo(f"preset {p.name}: {len(specs)} runs, {done} already complete, under {out_dir}")
+    for n in notes:
+        click.echo(f"note: {n}")
+    if dry_run:
+        for s in specs:
+            click.echo(f"  {'complete' if is_complete(out_dir / s.run_dir) else 'to run':<8}  {s.run_dir}")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "bench.json", {"preset": p.name, "description": p.description, "notes": notes,
+                                               "runs": [dataclasses.asdict(s) for s in specs]})  # fmt: skip
+    outcomes = launch(specs, out_dir, launcher=launcher, jobs=jobs, quiet=quiet, echo=click.echo)
+    counts = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "failed")}
+    click.echo(f"ran {counts['done']}, skipped {counts['skipped']} complete, failed {counts['failed']}")
+    _write_summary(out_dir)
+    if counts["failed"]:
+        raise click.ClickException(f"{counts['failed']} run(s) failed; fix the cause and rerun the same command to resume")
+
+
+def _write_summary(directory) -> None:
+    """summary.md and summary.csv (mean +- std per metric) next to the runs."""
+    from .collect import find_results, runs_frame, summary_table, to_markdown
+    from .io import write_text_atomic
+
+    results = find_results(directory)
+    if results:
+        table = summary_table(runs_frame(results))
+        write_text_atomic(directory / "summary.md", to_markdown(table) + "\n")
+        write_text_atomic(directory / "summary.csv", table.to_csv(index=False))
+        click.echo(f"tables: {directory / 'summary.md'}, {directory / 'summary.csv'}")
+
+
+@main.command("report")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="HTML file (default DIRECTORY/report.html).")
+@click.option("--audit-epochs", type=int, default=10, show_default=True, help="Epochs of the audit judges (cached per dataset).")
+@click.option("--no-audit", is_flag=True, help="Skip the diffusion audit (no judge training).")
+@friendly_errors
+def report_cmd(directory: str, out_path: str | None, audit_epochs: int, no_audit: bool) -> None:
+    """One self-contained HTML report (tables, charts, images, audit, attributions, energy) of the runs under DIRECTORY."""
+    from pathlib import Path
+
+    from .report.html import write_report
+
+    path = write_report(Path(directory), Path(out_path) if out_path else None, audit_epochs=None if no_audit else audit_epochs, echo=click.echo)
+    click.echo(f"report: {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .engine.run import COMPLETE
+from .errors import ConfigError
 
 TABLE_METRICS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc", "wga", "worst_class_acc")
 
@@ -38,13 +39,17 @@ def runs_frame(results: list[dict], split: str = "test", policy: str | None = No
         name = policy if chosen is not None else r["selection"]
         uses_val_b = chosen["uses_val_bias_labels"] if chosen is not None else r["bias_labels_used"]["selection"]
         metrics = (chosen or r)[split]
+        energy = r.get("energy", {}).get("stages", {})
         row = {
-            "dataset": r["dataset"],
+            "dataset": dataset_label(r),
             "ratio": r["ratio"],
             "method": r["method"] + (" (oracle)" if oracle else ""),
             "selection": name + (" (val bias labels)" if uses_val_b else ""),
+            "bias_labels": bias_label_use(oracle, uses_val_b),
             "seed": r["seed"],
             "wall_time_s": sum(r["wall_time_s"].values()),
+            "energy_wh": 1000 * sum(e["energy_kwh"] for e in energy.values()) if energy else None,
+            "co2_g": 1000 * sum(e["co2_kg"] for e in energy.values()) if energy else None,
         }
         row.update({m: metrics.get(m) for m in TABLE_METRICS})
         diag = r.get("notes", {}).get("ba_diagnostics", {})
@@ -54,13 +59,35 @@ def runs_frame(results: list[dict], split: str = "test", policy: str | None = No
     return pd.DataFrame(rows)
 
 
+def dataset_label(r: dict) -> str:
+    """The dataset's name, with its non-default options (e.g. the no-bias control) appended."""
+    from .data.registry import get_entry
+
+    try:
+        defaults = get_entry(r["dataset"]).options
+    except ConfigError:  # a dataset no longer registered: show every option
+        defaults = {}
+    opts = r.get("data_options", {})
+    if opts.get("bias_mode") == "independent":
+        return f"{r['dataset']} (no-bias control)"
+    extra = [f"{k}={v}" for k, v in sorted(opts.items()) if k in defaults and defaults[k] != v and k != "cache"]
+    return r["dataset"] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def bias_label_use(training: bool, selection: bool) -> str:
+    """Where true bias labels entered a run (evaluation aside)."""
+    used = (["training (oracle)"] if training else []) + (["val selection"] if selection else [])
+    return " + ".join(used) or "none"
+
+
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """mean +- std over seeds, as strings, one row per (dataset, ratio, method, selection)."""
-    keys = ["dataset", "ratio", "method", "selection"]
+    keys = ["dataset", "ratio", "method", "selection", "bias_labels"]
     metrics = [c for c in frame.columns if c not in keys + ["seed"]]
     out = []
     for key, group in frame.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key))
+        row["ratio"] = "-" if row["ratio"] is None or (isinstance(row["ratio"], float) and math.isnan(row["ratio"])) else f"{row['ratio']:g}"
         row["seeds"] = len(group)
         for m in metrics:
             vals = pd.to_numeric(group[m], errors="coerce").dropna()
@@ -72,8 +99,12 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
 def _pm(vals: pd.Series) -> str:
     mean = float(vals.mean())
     std = float(vals.std(ddof=0)) if len(vals) > 1 else 0.0
+    if math.isnan(mean):
+        return "-"
+    if 0 < abs(mean) < 0.1:
+        return f"{mean:.2g} ± {std:.2g}"
     digits = 3 if abs(mean) < 2 else 1 if mean > 100 else 2
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if not math.isnan(mean) else "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def to_markdown(table: pd.DataFrame) -> str:

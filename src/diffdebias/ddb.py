@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import energy
 from .data.registry import load_dataset
 from .diffusion.synthetic import generate_synthetic
 from .diffusion.train import DiffusionConfig, train_diffusion
@@ -36,7 +37,8 @@ def trained_generator(engine: Engine, hp: dict) -> tuple[Path, DiffusionConfig]:
         overrides["max_steps"] = hp["gen_steps"]
     cfg = DiffusionConfig.for_dataset(engine.data.name, overrides)
     t0 = time.perf_counter()
-    run = train_diffusion(engine.data, cfg, quiet=engine.quiet)
+    with energy.stage("diffusion_train"):
+        run = train_diffusion(engine.data, cfg, quiet=engine.quiet)
     engine.stage_times["diffusion_train"] = time.perf_counter() - t0
     return run, cfg
 
@@ -46,8 +48,9 @@ def synthetic_training_data(engine: Engine, hp: dict):
     data = engine.data
     run, cfg = trained_generator(engine, hp)
     t0 = time.perf_counter()
-    folder = generate_synthetic(run, hp["syn_per_class"], sampler=hp["sampler"], steps=hp["sampler_steps"], w=hp["w"],
-                                seed=hp["gen_seed"], device=str(engine.device), quiet=engine.quiet)  # fmt: skip
+    with energy.stage("sampling"):
+        folder = generate_synthetic(run, hp["syn_per_class"], sampler=hp["sampler"], steps=hp["sampler_steps"], w=hp["w"],
+                                    seed=hp["gen_seed"], device=str(engine.device), quiet=engine.quiet)  # fmt: skip
     engine.stage_times["sampling"] = time.perf_counter() - t0
     engine.note("generator", {"run": str(run), "synthetic_set": str(folder), "steps": cfg.max_steps, "seed": hp["gen_seed"],
                               "sampler": hp["sampler"], "sampler_steps": hp["sampler_steps"], "w": hp["w"], "per_class": hp["syn_per_class"]})  # fmt: skip
@@ -66,7 +69,8 @@ def train_bias_amplifier(engine: Engine, hp: dict, source: str, augment: tuple[f
     scale, rotate = augment
     ba_hp = {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "weight_decay": hp["ba_weight_decay"],
              "augment": False, "affine_scale": scale, "affine_rotate": rotate}  # fmt: skip
-    result = ba_engine.train_stage(f"ba_zoom{scale:g}_rot{rotate:g}", GCE if hp["ba_loss"] == "gce" else ERM, ba_hp)
+    with energy.stage(f"ba_{source}"):
+        result = ba_engine.train_stage(f"ba_zoom{scale:g}_rot{rotate:g}", GCE if hp["ba_loss"] == "gce" else ERM, ba_hp)
     engine.stage_times[f"ba_{source}"] = engine.stage_times.get(f"ba_{source}", 0.0) + result.wall_time_s
     model = result.method.eval_model().eval()
     for p in model.parameters():

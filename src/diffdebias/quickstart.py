@@ -18,7 +18,7 @@ COLUMNS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc")
 
 
 def quickstart(out: Path, seed: int = 0, quiet: bool = False, echo=print) -> list[dict]:
-    """Run every quickstart method, print a table and write `summary.md` under `out`."""
+    """Run every quickstart method, print a table, write `summary.md` and the HTML `report.html` under `out`."""
     out = Path(out)
     rows = []
     t0 = time.perf_counter()
@@ -41,6 +41,9 @@ def quickstart(out: Path, seed: int = 0, quiet: bool = False, echo=print) -> lis
         summary += "\n## Bias Amplifier diagnostics (true bias labels used for evaluation only)\n\n| BA trained on | AUROC | precision | recall |\n|---|---|---|---|\n"
         summary += "".join(f"| {k} | {v.get('auroc')} | {v.get('precision')} | {v.get('recall')} |\n" for k, v in diag.items())
     write_text_atomic(out / "summary.md", summary)
+    from .report import write_report
+
+    echo(f"HTML report: {write_report(out, echo=echo)}")
     return rows
 
 

@@ -32,7 +32,7 @@ COLOR_NAMES = ["red", "green", "blue", "yellow", "magenta", "cyan", "orange", "v
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 RATIOS = (0.5, 1.0, 2.0, 5.0)
 SPEC = ImageSpec(28, 3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-COLORED_OPTIONS = {"seed": 0, "val_mode": "heldout", "val_fraction": 0.1, "color_std": 0.01, "cache": True}
+COLORED_OPTIONS = {"seed": 0, "val_mode": "heldout", "val_fraction": 0.1, "color_std": 0.01, "cache": True, "bias_mode": "class"}
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -59,6 +59,7 @@ def _build_colored(name: str, root: Path, ratio: float, class_names: list[str], 
         class_names=class_names,
         bias_names=COLOR_NAMES,
         cache=bool(opts["cache"]),
+        bias_mode=opts["bias_mode"],
     )
     ds.info["bias_invariant_view"] = "channel_max"  # the tint is removed by the max over RGB
     return ds

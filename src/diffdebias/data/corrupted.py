@@ -24,7 +24,7 @@ from .injected import build_injected
 from .registry import register_dataset
 
 RENDER_VERSION = 1  # bump when a corruption's output changes: cached builds are then rebuilt
-CORRUPTED_OPTIONS = {"seed": 0, "val_mode": "heldout", "val_fraction": 0.1, "severity": 4, "cache": True}
+CORRUPTED_OPTIONS = {"seed": 0, "val_mode": "heldout", "val_fraction": 0.1, "severity": 4, "cache": True, "bias_mode": "class"}
 # Grayscale kept as is; no normalisation (pixels in [0, 1]), like colored_fmnist and LfF's MNIST models.
 FMNIST_SPEC = ImageSpec(28, 1, (0.0,), (1.0,))
 # LfF's normalisation for Corrupted CIFAR-10.
@@ -60,6 +60,7 @@ def _build_corrupted(name: str, source, spec: ImageSpec, class_names: list[str],
         class_names=class_names,
         bias_names=list(CORRUPTION_ORDER),
         cache=bool(opts["cache"]),
+        bias_mode=opts["bias_mode"],
     )
 
 

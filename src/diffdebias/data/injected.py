@@ -5,6 +5,9 @@ round(rho * n_c) samples of each class get a uniformly random *other* value (bia
 val is held out from the same distribution by default (same ratio), or bias-uniform on request;
 test (from the official test images) is balanced over the (y, b) cells. Built once per
 configuration and cached on disk (written atomically, verified on load).
+
+`bias_mode="independent"` is the no-bias control: train and val bias values are balanced within
+every class (the attribute carries no information about the class) and the ratio is ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from .base import BiasedDataset, ImageSpec, TensorSplit
 PROTOCOL_VERSION = 1
 Render = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 VAL_MODES = ("heldout", "uniform")
+BIAS_MODES = ("class", "independent")
+# Options added after caches keyed by the dataset's identity existed: at this value they are left
+# out of the identity (diffusion/train.py `data_identity`), so cached generators and judges stay valid.
+IDENTITY_NEUTRAL_OPTIONS = {"bias_mode": "class"}
 
 
 def assign_biased(y: np.ndarray, num_bias: int, ratio_pct: float, rng: np.random.Generator) -> np.ndarray:
@@ -71,10 +78,15 @@ def build_injected(
     class_names: list[str],
     bias_names: list[str],
     cache: bool = True,
+    bias_mode: str = "class",
 ) -> BiasedDataset:
     """Inject the bias into `source` ({'train': (images, y), 'test': ...}) and cache the result."""
     if val_mode not in VAL_MODES:
         raise ConfigError(f"dataset '{name}' option 'val_mode' must be one of {VAL_MODES}, got {val_mode!r}")
+    if bias_mode not in BIAS_MODES:
+        raise ConfigError(f"dataset '{name}' option 'bias_mode' must be one of {BIAS_MODES}, got {bias_mode!r} (--set data.bias_mode=...)")
+    if bias_mode == "independent":
+        ratio = None
     if not 0.0 < val_fraction < 0.5:
         raise ConfigError(f"dataset '{name}' option 'val_fraction' must be in (0, 0.5), got {val_fraction}")
     key_obj = {
@@ -87,11 +99,13 @@ def build_injected(
         "render": render_params,
         "source": _fingerprint(*source["train"], *source["test"]),
     }
+    if bias_mode != "class":  # keeps the keys of existing cached builds
+        key_obj["bias_mode"] = bias_mode
     key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_home() / "datasets" / name / f"{key}.npz"
     arrays = _load_cache(path, key) if cache else None
     if arrays is None:
-        arrays = _build(source, render, num_bias, ratio, seed, val_mode, val_fraction)
+        arrays = _build(source, render, num_bias, ratio, seed, val_mode, val_fraction, bias_mode)
         if cache:
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
@@ -99,7 +113,7 @@ def build_injected(
     splits = {
         s: TensorSplit(s, arrays[f"{s}_x"], arrays[f"{s}_y"], arrays[f"{s}_b"], spec) for s in ("train", "val", "test")
     }
-    info = {"ratio": ratio, "data_seed": seed, "val_mode": val_mode, "cache_file": str(path) if cache else None, **render_params}
+    info = {"ratio": ratio, **({"bias_mode": bias_mode} if bias_mode != "class" else {}), "data_seed": seed, "val_mode": val_mode, "cache_file": str(path) if cache else None, **render_params}
     return BiasedDataset(name, splits, len(class_names), num_bias, spec, class_names, bias_names, info)
 
 
@@ -115,19 +129,20 @@ def _load_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _build(source, render, num_bias, ratio, seed, val_mode, val_fraction) -> dict[str, np.ndarray]:
+def _build(source, render, num_bias, ratio, seed, val_mode, val_fraction, bias_mode="class") -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     images, y = source["train"]
     order = rng.permutation(len(y))
     n_val = int(round(val_fraction * len(y)))
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     test_images, test_y = source["test"]
+    biased = bias_mode == "class"
     parts = {
-        "train": (images[train_idx], y[train_idx], assign_biased(y[train_idx], num_bias, ratio, rng)),
+        "train": (images[train_idx], y[train_idx], assign_biased(y[train_idx], num_bias, ratio, rng) if biased else assign_uniform(y[train_idx], num_bias, rng)),
         "val": (
             images[val_idx],
             y[val_idx],
-            assign_biased(y[val_idx], num_bias, ratio, rng) if val_mode == "heldout" else assign_uniform(y[val_idx], num_bias, rng),
+            assign_biased(y[val_idx], num_bias, ratio, rng) if val_mode == "heldout" and biased else assign_uniform(y[val_idx], num_bias, rng),
         ),
         "test": (test_images, test_y, assign_uniform(test_y, num_bias, rng)),
     }

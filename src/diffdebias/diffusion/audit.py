@@ -58,7 +58,7 @@ def train_judges(data: BiasedDataset, epochs: int = 10, quiet: bool = True) -> d
     """Train (or reuse from the cache) the class judge and the bias judge on real data."""
     if data.num_bias == 0 or not data.split("train").has_bias_labels:
         raise DatasetError(f"dataset '{data.name}' has no bias labels: the bias audit needs a dataset that has them")
-    base = cache_home() / "judges" / f"{data.name}-{data_identity(data)}"
+    base = cache_home() / "judges" / (f"{data.name}-{data_identity(data)}" + ("" if epochs == 10 else f"-e{epochs}"))
     device = resolve_device("auto")
     judges = {}
     for kind in ("class", "bias"):

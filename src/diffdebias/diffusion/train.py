@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
+from ..data.injected import IDENTITY_NEUTRAL_OPTIONS
 from ..runtime import all_finite, resolve_device, seed_everything
 from ..errors import ConfigError, RunError
 from ..hparams import coerce
@@ -104,6 +105,8 @@ def data_identity(data: BiasedDataset) -> str:
     train = data.split("train")
     h = hashlib.blake2b(digest_size=12)
     info = {k: v for k, v in data.info.items() if k not in ("root", "cache_file")}
+    if "options" in info:
+        info["options"] = {k: v for k, v in info["options"].items() if IDENTITY_NEUTRAL_OPTIONS.get(k, object()) != v}
     h.update(json.dumps({"name": data.name, "info": info, "n": len(train)}, sort_keys=True, default=str).encode())
     h.update(train.y.numpy().tobytes())
     h.update(train.b.numpy().tobytes())

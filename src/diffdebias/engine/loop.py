@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .. import energy
 from ..data.base import BiasedDataset, Split
 from ..errors import RunError
 from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
@@ -120,7 +121,8 @@ class Engine:
         else:
             self._log_path(stage).unlink(missing_ok=True)
         check_output_dir(self.run_dir, expected_bytes(method))
-        self._fit(stage, method, hp, gen, policy, state, ckpt)
+        with energy.stage(stage):
+            self._fit(stage, method, hp, gen, policy, state, ckpt)
         selected = select_epoch(state["history"], policy.name)
         best = state["best_weights"] if policy.val_metric is not None else None
         weights = best if best is not None else method.eval_model().state_dict()

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, energy
 from ..data.registry import load_dataset
 from ..errors import ConfigError, RunError
 from ..hparams import resolve_hparams
@@ -62,8 +62,10 @@ def run_method(
         if done is not None:
             return done
     check_output_dir(run_dir)  # permission now; free space for the stage's files in Engine.train_stage
+    energy.reset()
     t0 = time.perf_counter()
-    data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
+    with energy.stage("data"):
+        data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
     data_time = time.perf_counter() - t0
     config = {
         "method": method,
@@ -90,6 +92,7 @@ def run_method(
         "test": result.selected.get("test", {}),
         "by_policy": _by_policy(result.history),
         "wall_time_s": {"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
+        "energy": {"stages": energy.stages(), **energy.describe()},
         "notes": engine.notes,
         "hparams": hp,
         "data_options": config["data_options"],

@@ -1,0 +1,154 @@
+"""Benchmark presets, declared in one place: grids of datasets x methods x seeds.
+
+A preset is a list of grids; a grid is the product of its dataset cells, methods and seeds.
+Overrides are `--set`-style hyperparameters applied to every method that declares the key (so a
+DDB generator budget reaches the DDB recipes and any later method with the same settings).
+Methods marked optional (e.g. `diffubias`, being added in parallel) join the grid once they are
+registered and are skipped with a note until then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from ..hparams import declared_keys
+from ..methods import METHODS
+
+RATIOS = (0.5, 1.0, 2.0, 5.0)
+# No-bias control: the attribute is drawn independently of the class (dataset option).
+CONTROL = {"bias_mode": "independent"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One dataset configuration: a dataset at a ratio with dataset options."""
+
+    dataset: str
+    ratio: float | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        if self.data_options.get("bias_mode") == "independent":
+            return f"{self.dataset}_control"
+        extra = "".join(f"_{k}{v}" for k, v in sorted(self.data_options.items()))
+        return (self.dataset if self.ratio is None else f"{self.dataset}_r{self.ratio:g}") + extra
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    optional: bool = False  # skipped (with a note) while the method is not registered
+
+
+@dataclass(frozen=True)
+class Grid:
+    cells: tuple[Cell, ...]
+    methods: tuple[MethodEntry, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    grids: tuple[Grid, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)  # applied where a method declares the key
+    cost: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid; `run_dir` is relative to the benchmark's output folder."""
+
+    method: str
+    dataset: str
+    ratio: float | None
+    seed: int
+    overrides: dict[str, Any]
+    data_options: dict[str, Any]
+    run_dir: str
+
+
+def _methods(*names: str, optional: tuple[str, ...] = ()) -> tuple[MethodEntry, ...]:
+    return tuple(MethodEntry(n) for n in names) + tuple(MethodEntry(n, optional=True) for n in optional)
+
+
+CPU_METHODS = _methods("erm", "gce", "lff", "jtt", "groupdro", "ddb1", "ddb1_errset", "ddb2", optional=("diffubias",))
+CPU_CELLS = tuple(Cell(d, r) for d in ("colored_fmnist", "corrupted_fmnist") for r in RATIOS) + tuple(
+    Cell(d, None, CONTROL) for d in ("colored_fmnist", "corrupted_fmnist")
+)
+
+# Tiny budgets: the plumbing of every stage (generator, sampler, BA, recipe), not accuracy.
+SMOKE_OVERRIDES = {"epochs": 2, "batch_size": 512, "gen_steps": 40, "syn_per_class": 16, "sampler_steps": 3, "ba_epochs": 2}
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "smoke",
+            "Colored Fashion-MNIST at rho = 1%: ERM, the Group DRO oracle and DDB-II with a 40-step generator, 2 epochs, "
+            "2 seeds; plus the no-bias control with ERM. Checks every stage end to end.",
+            (
+                Grid((Cell("colored_fmnist", 1.0),), _methods("erm", "groupdro", "ddb2"), (0, 1)),
+                Grid((Cell("colored_fmnist", None, CONTROL),), _methods("erm"), (0,)),
+            ),
+            SMOKE_OVERRIDES,
+            "about 1 minute on 2 CPU cores (7 runs)",
+        ),
+        Preset(
+            "cpu",
+            "Colored and Corrupted Fashion-MNIST at rho in {0.5, 1, 2, 5}% and the no-bias control (attribute independent "
+            "of the class), every classifier-debiasing method at its CPU defaults (GroupDRO = oracle), 3 seeds.",
+            (Grid(CPU_CELLS, CPU_METHODS, (0, 1, 2)),),
+            {},
+            "10 cells x 9 methods x 3 seeds = 270 runs (240 without diffubias); on 2 CPU cores about 2 h for colored_fmnist "
+            "and an extrapolated 10-20 h for corrupted_fmnist (CNN); see BENCHMARKS.md",
+        ),
+        Preset(
+            "paper",
+            "The DDB paper's datasets at paper-scale settings (64 px generator with DDB's reference UNet and 100k steps, "
+            "ResNet classifiers, dataset defaults from hparams.py), 3 seeds. For GPU machines; needs the datasets' files.",
+            (
+                Grid(
+                    (Cell("waterbirds"), Cell("bar", 1.0), Cell("bffhq", 0.5), Cell("imagenet9")),
+                    _methods("erm", "lff", "jtt", "groupdro", "ddb1", "ddb1_errset", "ddb2", optional=("diffubias",)),
+                    (0, 1, 2),
+                ),
+            ),
+            {"syn_per_class": 1000, "sampler": "ddpm", "sampler_steps": 1000, "device": "auto"},
+            "GPU days: 4 generators at 100k steps plus 84 ResNet runs",
+        ),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def expand(preset: Preset, notes: list[str] | None = None, extra: dict[str, Any] | None = None) -> list[RunSpec]:
+    """Every run of `preset`, in grid order; unregistered optional methods are noted and skipped.
+
+    `extra` overrides (e.g. device=cuda) apply on top of the preset's, where a method declares the key."""
+    specs: list[RunSpec] = []
+    for grid in preset.grids:
+        for cell in grid.cells:
+            for entry in grid.methods:
+                if entry.name not in METHODS:
+                    if not entry.optional:
+                        raise ConfigError(f"preset '{preset.name}': method '{entry.name}' is not registered")
+                    if notes is not None and f"{entry.name}: not registered, skipped" not in notes:
+                        notes.append(f"{entry.name}: not registered, skipped")
+                    continue
+                keys = declared_keys(entry.name)
+                overrides = {k: v for k, v in {**preset.overrides, **(extra or {})}.items() if k in keys} | entry.overrides
+                for seed in grid.seeds:
+                    specs.append(RunSpec(entry.name, cell.dataset, cell.ratio, seed, overrides, dict(cell.data_options),
+                                         f"{cell.tag}/{entry.name}/seed{seed}"))  # fmt: skip
+    return specs
