@@ -283,7 +283,7 @@ def test_unknown_keys_list_every_valid_key():
     with pytest.raises(ConfigError) as info:
         DiffusionConfig.for_dataset("colored_fmnist", {"learning_rate": 1})
     assert set(str(info.value).split("valid keys: ")[1].split(", ")) == set(DiffusionConfig().to_dict())
-    with pytest.raises(ConfigError, match="valid options: cache, color_std, seed, val_fraction, val_mode"):
+    with pytest.raises(ConfigError, match="valid options: bias_mode, cache, color_std, seed, val_fraction, val_mode"):
         resolve_options(get_entry("colored_fmnist"), {"colour": 1})
 
 
