@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from diffdebias.data.registry import load_dataset
-from diffdebias.ddb import BA_AUGMENT_GRID, train_bias_amplifier
+from diffdebias.ddb import BA_AUGMENT_GRID, ba_training_data, train_bias_amplifier
 from diffdebias.engine.loop import Engine
 from diffdebias.engine.metrics import majority_bias
 from diffdebias.hparams import resolve_hparams
@@ -37,8 +37,9 @@ def main() -> None:
         engine = Engine(data, args.out / f"seed{seed}", seed, resolve_device(hp["device"]), quiet=True, resume=True)
         aligned = majority_bias(engine.train_counts)
         for source in args.sources.split(","):
+            ba_data = ba_training_data(engine, hp, source)
             for zoom, rotate in BA_AUGMENT_GRID:
-                model = train_bias_amplifier(engine, hp, source, (zoom, rotate))
+                model = train_bias_amplifier(engine, hp, source, ba_data, (zoom, rotate))
                 inf = infer_groups(engine.logits(model, train), train.y)
                 val_acc = 100 * float((engine.logits(model, val).argmax(1) == val.y).float().mean())
                 d = diagnostics(inf, train, aligned)

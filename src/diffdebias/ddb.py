@@ -57,14 +57,18 @@ def synthetic_training_data(engine: Engine, hp: dict):
     return load_dataset("synthetic", root=folder).with_spec(data.spec)
 
 
-def train_bias_amplifier(engine: Engine, hp: dict, source: str, augment: tuple[float, float] = (1.0, 0.0)):
-    """Step B: train the BA on `source` ('synthetic' or 'real') with geometric augmentation
-    `augment` = (zoom factor, rotation degrees); returns the frozen model."""
+def ba_training_data(engine: Engine, hp: dict, source: str):
+    """The images the BA of `source` trains on: the synthetic set (step A) or the real training set."""
     if source not in BA_SOURCES:
         raise ConfigError(f"ba_source must be one of {BA_SOURCES}, got {source!r}")
+    return synthetic_training_data(engine, hp) if source == "synthetic" else engine.data
+
+
+def train_bias_amplifier(engine: Engine, hp: dict, source: str, ba_data, augment: tuple[float, float] = (1.0, 0.0)):
+    """Step B: train the BA of `source` on `ba_data` (from `ba_training_data`) with geometric
+    augmentation `augment` = (zoom factor, rotation degrees); returns the frozen model."""
     if hp["ba_loss"] not in ("gce", "ce"):
         raise ConfigError(f"ba_loss must be 'gce' or 'ce', got {hp['ba_loss']!r}")
-    ba_data = synthetic_training_data(engine, hp) if source == "synthetic" else engine.data
     ba_engine = Engine(ba_data, engine.run_dir / f"ba_{source}", engine.seed, engine.device, quiet=engine.quiet, resume=True)
     scale, rotate = augment
     ba_hp = {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "weight_decay": hp["ba_weight_decay"],
@@ -78,8 +82,9 @@ def train_bias_amplifier(engine: Engine, hp: dict, source: str, augment: tuple[f
     return model
 
 
-def choose_ba_augment(engine: Engine, hp: dict) -> tuple[float, float]:
-    """The BA's geometric augmentation (zoom factor, rotation degrees).
+def choose_ba_augment(engine: Engine, hp: dict, ba_data) -> tuple[float, float]:
+    """The geometric augmentation (zoom factor, rotation degrees) of the BA of `hp['ba_source']`,
+    which trains on `ba_data`.
 
     `auto` trains one BA per level of BA_AUGMENT_GRID and keeps the level whose BA is most accurate
     on the real validation split (class labels only, no bias labels), the strongest level on ties
@@ -96,7 +101,7 @@ def choose_ba_augment(engine: Engine, hp: dict) -> tuple[float, float]:
     val = engine.data.split("val")
     rows = []
     for scale, rotate in BA_AUGMENT_GRID:
-        model = train_bias_amplifier(engine, hp, hp["ba_source"], (scale, rotate))
+        model = train_bias_amplifier(engine, hp, hp["ba_source"], ba_data, (scale, rotate))
         preds = engine.logits(model, val, hp["eval_batch_size"], hp["num_workers"]).argmax(1)
         rows.append({"zoom": scale, "rotate": rotate, "val_acc": round(100 * float((preds == val.y).float().mean()), 2)})
     best = max(r["val_acc"] for r in rows)
@@ -115,9 +120,10 @@ def bias_amplifier_groups(engine: Engine, hp: dict) -> dict[str, GroupInference]
     aligned = majority_bias(engine.train_counts) if engine.train_counts is not None else None
     sources = [hp["ba_source"]] + ([s for s in BA_SOURCES if s != hp["ba_source"]] if hp["ba_compare"] else [])
     results, diag, models = {}, {}, {}
-    augment = choose_ba_augment(engine, hp)
+    ba_data = {source: ba_training_data(engine, hp, source) for source in sources}
+    augment = choose_ba_augment(engine, hp, ba_data[hp["ba_source"]])
     for source in sources:
-        models[source] = train_bias_amplifier(engine, hp, source, augment)
+        models[source] = train_bias_amplifier(engine, hp, source, ba_data[source], augment)
         logits = engine.logits(models[source], train, hp["eval_batch_size"], hp["num_workers"])
         results[source] = infer_groups(logits, train.y, hp["ba_threshold"], hp["ba_grouping"])
         if aligned is not None:
