@@ -28,7 +28,7 @@ from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
 from ..diffusion.models import build_unet
 from ..diffusion.synthetic import checkpoint_digest
-from ..diffusion.train import DONE, DiffusionConfig, _ema_digest, _save_ema, _velocity, data_identity, is_trained, load_unet, resolve_image_size
+from ..diffusion.train import DONE, DiffusionConfig, _ema_digest, _save_ema, check_run_config, data_identity, is_trained, load_unet, noisy_batch, resolve_image_size
 from ..diffusion.schedulers import training_scheduler
 from ..errors import ConfigError, RunError
 from ..io import append_jsonl, atomic_path, write_json_atomic
@@ -79,13 +79,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         "num_classes": data.num_classes, "class_names": data.class_names, "image_size": size, "channels": channels,
         "config": cfg.to_dict(), "version": __version__, "method": "ddm",
     }  # fmt: skip
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if {k: v for k, v in old.items() if k != "version"} != {k: v for k, v in json.loads(json.dumps(meta)).items() if k != "version"}:
-            raise RunError(f"{cfg_path}: this directory holds a run with another configuration; choose another --out")
-    else:
-        write_json_atomic(cfg_path, meta)
+    check_run_config(run_dir, meta, "DDM")
 
     groups, report = resolve_groups(data, cfg.groups, cfg.num_groups, cfg.seed)
     k = report["num_groups"]
@@ -142,13 +136,8 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
             idx = order[cursor : cursor + cfg.batch_size]
             cursor += cfg.batch_size
         x0, y, _, _ = train.batch(idx)
-        x0, y, g = x0.to(device), y.to(device), groups[idx].to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, cfg.timesteps, (len(y),), generator=gen).to(device)
-        drop = (torch.rand(len(y), generator=gen) < cfg.p_uncond).to(device)
-        y = torch.where(drop, torch.full_like(y, null), y)
-        xt = noise_sched.add_noise(x0, noise, t)
-        target = noise if cfg.prediction == "epsilon" else _velocity(alphas, x0, noise, t)
+        g = groups[idx].to(device)
+        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             pred = unet(xt, t, class_labels=y).sample
         pred = pred.float()

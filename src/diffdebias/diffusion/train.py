@@ -181,16 +181,7 @@ def train_diffusion(
         "config": cfg.to_dict(),
         "version": __version__,
     }
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists():
-        try:
-            old = json.loads(cfg_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunError(f"{cfg_path}: damaged ({exc}); choose another --out") from None
-        if {k: v for k, v in old.items() if k != "version"} != {k: v for k, v in json.loads(json.dumps(meta)).items() if k != "version"}:
-            raise RunError(f"{cfg_path}: this directory holds a diffusion run with another configuration; choose another --out")
-    else:
-        write_json_atomic(cfg_path, meta)
+    check_run_config(run_dir, meta, "diffusion")
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -240,13 +231,7 @@ def train_diffusion(
         idx = order[cursor : cursor + cfg.batch_size]
         cursor += cfg.batch_size
         x0, y, _, _ = train.batch(idx)
-        x0, y = x0.to(device), y.to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, cfg.timesteps, (len(y),), generator=gen).to(device)
-        drop = (torch.rand(len(y), generator=gen) < cfg.p_uncond).to(device)
-        y = torch.where(drop, torch.full_like(y, null), y)
-        xt = noise_sched.add_noise(x0, noise, t)
-        target = noise if cfg.prediction == "epsilon" else _velocity(alphas, x0, noise, t)
+        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             pred = unet(xt, t, class_labels=y).sample
         loss = F.mse_loss(pred.float(), target)
@@ -307,6 +292,33 @@ def _log_step(line: str) -> int:
 def _numerical_advice(ckpt: Path) -> str:
     last = f"the last good checkpoint {ckpt} is intact" if ckpt.exists() else "no checkpoint was written yet"
     return f"{last}. A non-finite value usually means too high a learning rate: train again into another --out with a lower --set lr=..."
+
+
+def check_run_config(run_dir: Path, meta: dict, kind: str) -> None:
+    """Write `meta` as the run's config.json, or refuse a directory that holds another configuration."""
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        write_json_atomic(cfg_path, meta)
+        return
+    try:
+        old = json.loads(cfg_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{cfg_path}: damaged ({exc}); choose another --out") from None
+    if {k: v for k, v in old.items() if k != "version"} != {k: v for k, v in json.loads(json.dumps(meta)).items() if k != "version"}:
+        raise RunError(f"{cfg_path}: this directory holds a {kind} run with another configuration; choose another --out")
+
+
+def noisy_batch(x0: torch.Tensor, y: torch.Tensor, cfg, noise_sched, alphas: torch.Tensor, null: int, gen: torch.Generator):
+    """One training batch of the denoiser: (x_t, t, labels with p_uncond of them nulled, target).
+    Noise, timesteps and label drops are drawn from `gen` on the CPU, in that order (resumable)."""
+    device = x0.device
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    t = torch.randint(0, cfg.timesteps, (len(y),), generator=gen).to(device)
+    drop = (torch.rand(len(y), generator=gen) < cfg.p_uncond).to(device)
+    y = torch.where(drop, torch.full_like(y, null), y)
+    xt = noise_sched.add_noise(x0, noise, t)
+    target = noise if cfg.prediction == "epsilon" else _velocity(alphas, x0, noise, t)
+    return xt, t, y, target
 
 
 def _velocity(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
