@@ -45,7 +45,7 @@ def test_bias_amplifier_never_sees_real_images(tmp_path, monkeypatch):
     monkeypatch.setattr(loop_mod.Engine, "train_stage", spy)
     run_method("ddb2", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_compare": False, "ba_augment": "auto"}, quiet=True)
     ba = [s for s in seen if s[1].startswith("ba_")]
-    assert len(ba) == 6 + 1  # one BA per augmentation level, then the chosen one (reloaded, not retrained)
+    assert len(ba) == 6  # one BA per augmentation level; the chosen one is used as trained
     assert {(d, name) for d, _, name, _ in ba} == {("ba_synthetic", "synthetic")}
     assert all(n < 40 for *_, n in ba)  # the synthetic training split (4 per class, 90%), not the 54,000 real images
     r = json.loads((tmp_path / "r" / "results.json").read_text())

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from . import energy
 from .data.registry import load_dataset
 from .diffusion.synthetic import generate_synthetic
@@ -82,9 +84,9 @@ def train_bias_amplifier(engine: Engine, hp: dict, source: str, ba_data, augment
     return model
 
 
-def choose_ba_augment(engine: Engine, hp: dict, ba_data) -> tuple[float, float]:
+def choose_ba_augment(engine: Engine, hp: dict, ba_data) -> tuple[tuple[float, float], torch.nn.Module | None]:
     """The geometric augmentation (zoom factor, rotation degrees) of the BA of `hp['ba_source']`,
-    which trains on `ba_data`.
+    which trains on `ba_data`, and, with `auto`, the BA already trained with it.
 
     `auto` trains one BA per level of BA_AUGMENT_GRID and keeps the level whose BA is most accurate
     on the real validation split (class labels only, no bias labels), the strongest level on ties
@@ -93,21 +95,21 @@ def choose_ba_augment(engine: Engine, hp: dict, ba_data) -> tuple[float, float]:
     """
     mode = hp["ba_augment"]
     if mode == "none":
-        return (1.0, 0.0)
+        return (1.0, 0.0), None
     if mode == "fixed":
-        return (float(hp["ba_affine_scale"]), float(hp["ba_affine_rotate"]))
+        return (float(hp["ba_affine_scale"]), float(hp["ba_affine_rotate"])), None
     if mode != "auto":
         raise ConfigError(f"ba_augment must be one of auto, fixed, none; got {mode!r}")
     val = engine.data.split("val")
-    rows = []
+    rows, models = [], []
     for scale, rotate in BA_AUGMENT_GRID:
-        model = train_bias_amplifier(engine, hp, hp["ba_source"], ba_data, (scale, rotate))
-        preds = engine.logits(model, val, hp["eval_batch_size"], hp["num_workers"]).argmax(1)
+        models.append(train_bias_amplifier(engine, hp, hp["ba_source"], ba_data, (scale, rotate)))
+        preds = engine.logits(models[-1], val, hp["eval_batch_size"], hp["num_workers"]).argmax(1)
         rows.append({"zoom": scale, "rotate": rotate, "val_acc": round(100 * float((preds == val.y).float().mean()), 2)})
     best = max(r["val_acc"] for r in rows)
-    chosen = [r for r in rows if r["val_acc"] >= best - 0.05][-1]
-    engine.note("ba_augment", {"mode": "auto", "candidates": rows, "chosen": chosen, "uses_bias_labels": False})
-    return (chosen["zoom"], chosen["rotate"])
+    i = max(i for i, r in enumerate(rows) if r["val_acc"] >= best - 0.05)
+    engine.note("ba_augment", {"mode": "auto", "candidates": rows, "chosen": rows[i], "uses_bias_labels": False})
+    return (rows[i]["zoom"], rows[i]["rotate"]), models[i]
 
 
 def bias_amplifier_groups(engine: Engine, hp: dict) -> dict[str, GroupInference]:
@@ -121,9 +123,10 @@ def bias_amplifier_groups(engine: Engine, hp: dict) -> dict[str, GroupInference]
     sources = [hp["ba_source"]] + ([s for s in BA_SOURCES if s != hp["ba_source"]] if hp["ba_compare"] else [])
     results, diag, models = {}, {}, {}
     ba_data = {source: ba_training_data(engine, hp, source) for source in sources}
-    augment = choose_ba_augment(engine, hp, ba_data[hp["ba_source"]])
+    augment, models[hp["ba_source"]] = choose_ba_augment(engine, hp, ba_data[hp["ba_source"]])
     for source in sources:
-        models[source] = train_bias_amplifier(engine, hp, source, ba_data[source], augment)
+        if models.get(source) is None:
+            models[source] = train_bias_amplifier(engine, hp, source, ba_data[source], augment)
         logits = engine.logits(models[source], train, hp["eval_batch_size"], hp["num_workers"])
         results[source] = infer_groups(logits, train.y, hp["ba_threshold"], hp["ba_grouping"])
         if aligned is not None:
