@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from . import __version__
@@ -12,7 +15,14 @@ from .data.registry import dataset_names, get_entry, load_dataset, resolve_root
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="diffdebias")
 def main() -> None:
-    """Diffusion models against dataset bias: DDB, DiffuBias, DDM and faithful baselines."""
+    """Diffusion models against dataset bias: DDB, DiffuBias, DDM and faithful baselines.
+
+    Every training command also runs under `accelerate launch` / `torchrun` on several processes
+    (README, "Several GPUs and clusters"); only the main process then prints and writes run files."""
+    from .distributed import current, launched
+
+    if launched() and not current().is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 @main.group(invoke_without_command=True)
@@ -290,25 +300,35 @@ def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
 @main.command("bench")
 @click.option("--preset", required=True, help="smoke | cpu | paper (see src/diffdebias/bench/presets.py).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default runs/bench/PRESET).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (local launcher).")
-@click.option("--launcher", default="local", show_default=True, help="How runs are dispatched (bench/launch.py LAUNCHERS).")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (local launcher; the CPUs of a local Ray instance).")
+@click.option("--launcher", default="local", show_default=True, help="How runs are dispatched: local | ray (bench/launch.py LAUNCHERS).")
+@click.option("--address", default=None, metavar="ADDR", help="Ray cluster for --launcher ray: auto, HOST:6379 or ray://HOST:10001 "
+              "(default $RAY_ADDRESS, else a local Ray instance with --jobs CPUs).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Extra override for every method that declares KEY (e.g. device=cuda).")
+@click.option("--only", "only", multiple=True, metavar="GLOB", help="Keep only the runs whose directory (CELL/METHOD/seedS) matches GLOB, e.g. 'colored_fmnist_*'; repeatable.")
 @click.option("--dry-run", is_flag=True, help="List the runs and which are complete; run nothing.")
 @click.option("--quiet/--verbose", "-q", default=True, show_default=True)
 @friendly_errors
-def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, sets: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, address: str | None, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
     """Run a preset grid of methods x datasets x ratios x seeds; complete runs are skipped, so rerun to resume."""
     import dataclasses
+    import fnmatch
     from pathlib import Path
 
     from .bench import expand, get_preset, launch
+    from .bench.launch import check_launcher
     from .engine.run import is_complete
     from .io import write_json_atomic
 
     p = get_preset(preset)
+    check_launcher(launcher, address)
     out_dir = Path(out or f"runs/bench/{preset}")
     notes: list[str] = []
     specs = expand(p, notes, parse_sets(sets))
+    if only:
+        specs = [s for s in specs if any(fnmatch.fnmatchcase(s.run_dir, pat) for pat in only)]
+        if not specs:
+            raise click.UsageError(f"--only {' '.join(only)}: no run of preset {p.name} matches; see --dry-run for the run directories")
     done = sum(is_complete(out_dir / s.run_dir) for s in specs)
     click.echo(f"preset {p.name}: {len(specs)} runs, {done} already complete, under {out_dir}")
     for n in notes:
@@ -320,7 +340,7 @@ def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, sets: tupl
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "bench.json", {"preset": p.name, "description": p.description, "notes": notes,
                                                "runs": [dataclasses.asdict(s) for s in specs]})  # fmt: skip
-    outcomes = launch(specs, out_dir, launcher=launcher, jobs=jobs, quiet=quiet, echo=click.echo)
+    outcomes = launch(specs, out_dir, launcher=launcher, jobs=jobs, quiet=quiet, echo=click.echo, address=address)
     counts = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "failed")}
     click.echo(f"ran {counts['done']}, skipped {counts['skipped']} complete, failed {counts['failed']}")
     _write_summary(out_dir)

@@ -37,8 +37,14 @@ def _get_tracker():
     if _tracker is None:
         from codecarbon import OfflineEmissionsTracker
 
+        from .distributed import current
+
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        dist = current()
+        # one process per GPU under a multi-process launch: each measures its own GPU only
+        own_gpu = {"gpu_ids": [dist.device.index or 0]} if dist.active and dist.device.type == "cuda" else {}
         _tracker = OfflineEmissionsTracker(
+            **own_gpu,
             country_iso_code=os.environ.get(COUNTRY_ENV, DEFAULT_COUNTRY),
             save_to_file=False,
             log_level="error",
@@ -82,6 +88,18 @@ def stage(name: str) -> Iterator[None]:
 def stages() -> dict[str, dict[str, float]]:
     """Energy (kWh) and emissions (kg CO2eq) of every stage measured since `reset()`."""
     return {k: {m: float(f"{v:.4g}") for m, v in row.items()} for k, row in _stages.items()}
+
+
+def summed(per_process: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """The stages of several processes of one run (`stages()` of each): energy and emissions added
+    up, the duration the longest process's."""
+    out: dict[str, dict[str, float]] = {}
+    for stages_ in per_process:
+        for name, row in stages_.items():
+            acc = out.setdefault(name, {})
+            for k, v in row.items():
+                acc[k] = max(acc.get(k, 0.0), v) if k == "duration_s" else float(f"{acc.get(k, 0.0) + v:.4g}")
+    return out
 
 
 def describe() -> dict[str, Any]:

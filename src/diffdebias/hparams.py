@@ -33,6 +33,8 @@ COMMON: dict[str, Any] = {
     "selection": "last",
     "num_workers": 0,
     "amp": True,  # bf16 autocast, CUDA only; ignored on CPU
+    "channels_last": True,  # channels-last memory format, CUDA only; ignored on CPU
+    "compile": False,  # torch.compile of the trained models (any device; the first steps compile)
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "checkpoint_every": 1,  # epochs
 }
@@ -169,3 +171,7 @@ def coerce(value: Any, default: Any, key: str) -> Any:
     except ValueError:
         raise ConfigError(f"hyperparameter '{key}': cannot read {value!r} as {type(default).__name__}") from None
     return value
+
+
+# Settings that change speed, not results: a run may be resumed with other values of these.
+PERFORMANCE_KEYS = ("channels_last", "compile", "num_workers")

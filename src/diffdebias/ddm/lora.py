@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import BiasedDataset, ImageSpec
+from ..distributed import current
 from ..errors import ConfigError, RunError
 from ..hparams import coerce
 from ..io import append_jsonl, write_json_atomic
@@ -94,6 +95,7 @@ def train_ddm_lora(model_dir: Path, data: BiasedDataset, cfg: LoraDDMConfig, out
     from peft.utils import get_peft_model_state_dict
 
     out = Path(out)
+    dist = current()
     if (out / "COMPLETE").exists():
         return out
     if out.exists() and any(out.iterdir()):
@@ -127,31 +129,41 @@ def train_ddm_lora(model_dir: Path, data: BiasedDataset, cfg: LoraDDMConfig, out
         prompt_embeds = text_encoder(ids.to(device))[0]
     gen = torch.Generator().manual_seed(cfg.seed)
     tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if dist.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     unet.train()
+    model, indicator_model = dist.wrap(unet), dist.wrap(indicator)  # DDP under several processes
     t0 = time.perf_counter()
     for step in range(1, cfg.max_steps + 1):
         idx = torch.randint(0, len(train), (cfg.batch_size,), generator=gen)
-        x, y, _, _ = train.batch(idx)
+        rows = dist.block_slice(len(idx))  # this process's block of the global batch
+        x, y, _, _ = train.batch(idx[rows])
         with torch.no_grad():
-            z = vae.encode(x.to(device)).latent_dist.sample(torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)) * vae.config.scaling_factor
-        noise = torch.randn(z.shape, generator=gen).to(device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(y),), generator=gen).to(device)
+            latent_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + dist.rank * 2**40)
+            z = vae.encode(x.to(device)).latent_dist.sample(latent_gen) * vae.config.scaling_factor
+        noise = torch.randn((len(idx), *z.shape[1:]), generator=gen)[rows].to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)[rows].to(device)
         zt = sched.add_noise(z, noise, t)
         target = noise if prediction == "epsilon" else sched.get_velocity(z, noise, t)
-        pred = unet(zt, t, encoder_hidden_states=prompt_embeds[y.to(device)]).sample.float()
-        loss, parts_ = ddm_loss(F.mse_loss(pred, target.float()), predicted_noise(pred, zt, alphas, t, prediction), groups[idx].to(device), indicator, cfg.alpha, cfg.sign)
+        pred = model(zt, t, encoder_hidden_states=prompt_embeds[y.to(device)]).sample.float()
+        loss, parts_ = ddm_loss(F.mse_loss(pred, target.float()), predicted_noise(pred, zt, alphas, t, prediction), groups[idx[rows]].to(device),
+                                indicator_model, cfg.alpha, cfg.sign)  # fmt: skip
         if not torch.isfinite(loss):
             raise RunError(f"DDM LoRA step {step}: the loss became {float(loss.detach())}; lower --set lr=...")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * dist.local_weight(len(y), len(idx)) if dist.active else loss).backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(lora_params + list(indicator.parameters()), cfg.grad_clip)
         opt.step()
+        if not dist.is_main:
+            continue
         append_jsonl(tmp / "train_log.jsonl", {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts_.items()}, "elapsed_s": round(time.perf_counter() - t0, 3)})
         if not quiet and step % 50 == 0:
             print(f"step {step}/{cfg.max_steps} loss {float(loss.detach()):.4f}", flush=True)
+    if not dist.is_main:
+        dist.barrier()  # the main process writes the output folder
+        return out
     lora_state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=lora_state, safe_serialization=True)
     save_weights(tmp / "indicator.safetensors", indicator.state_dict())
@@ -161,4 +173,5 @@ def train_ddm_lora(model_dir: Path, data: BiasedDataset, cfg: LoraDDMConfig, out
     if out.exists():
         out.rmdir()
     tmp.rename(out)
+    dist.barrier()
     return out

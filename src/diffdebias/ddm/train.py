@@ -28,12 +28,13 @@ from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
 from ..diffusion.models import build_unet
 from ..diffusion.synthetic import checkpoint_digest
-from ..diffusion.train import DONE, DiffusionConfig, _ema_digest, _save_ema, check_run_config, data_identity, is_trained, load_unet, noisy_batch, resolve_image_size
+from ..diffusion.train import DONE, NOT_IDENTITY, DiffusionConfig, _ema_digest, _save_ema, check_run_config, data_identity, is_trained, load_unet, noisy_batch, resolve_image_size
 from ..diffusion.schedulers import training_scheduler
 from ..errors import ConfigError, RunError
 from ..io import append_jsonl, atomic_path, write_json_atomic
 from ..paths import cache_home
-from ..runtime import resolve_device, seed_everything
+from ..distributed import current
+from ..runtime import channels_last_input, resolve_device, seed_everything, speed_settings
 from ..state import load_state, save_state, save_weights
 from .groups import resolve_groups
 from .indicator import SIGNS, Indicator, ddm_loss, predicted_noise
@@ -58,7 +59,7 @@ class DDMConfig(DiffusionConfig):
 
 
 def ddm_identity(data: BiasedDataset, cfg: DDMConfig) -> str:
-    cfg_d = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "checkpoint_every", "snapshot_steps")}
+    cfg_d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}
     if cfg.init:
         cfg_d["init"] = checkpoint_digest(Path(cfg.init) / "unet_ema")
     return hashlib.sha256(json.dumps({"data": data_identity(data), "cfg": cfg_d}, sort_keys=True).encode()).hexdigest()[:20]
@@ -68,6 +69,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
     """Train (or resume, or reuse) a class-conditional generator with the DDM objective."""
     cfg.check()
     run_dir = Path(run_dir) if run_dir is not None else cache_home() / "ddm" / f"{data.name}-{ddm_identity(data, cfg)}"
+    dist = current()
     if is_trained(run_dir):
         return run_dir
     size, channels = resolve_image_size(cfg, data), data.spec.channels
@@ -79,13 +81,13 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         "num_classes": data.num_classes, "class_names": data.class_names, "image_size": size, "channels": channels,
         "config": cfg.to_dict(), "version": __version__, "method": "ddm",
     }  # fmt: skip
-    check_run_config(run_dir, meta, "DDM")
-
     groups, report = resolve_groups(data, cfg.groups, cfg.num_groups, cfg.seed)
     k = report["num_groups"]
-    with atomic_path(run_dir / "groups.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, groups.numpy())
-    write_json_atomic(run_dir / "groups.json", report)
+    if dist.is_main:
+        check_run_config(run_dir, meta, "DDM")
+        with atomic_path(run_dir / "groups.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, groups.numpy())
+        write_json_atomic(run_dir / "groups.json", report)
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -123,9 +125,11 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
 
     alphas = noise_sched.alphas_cumprod.to(device)
     null = data.num_classes
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="ddm", unit="step", disable=quiet)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="ddm", unit="step", disable=quiet or not dist.is_main)
     unet.train()
     indicator.train()
+    cl = speed_settings([unet], device, channels_last=cfg.channels_last, compile=cfg.compile)
+    model, indicator_model = dist.wrap(unet), dist.wrap(indicator)  # DDP under several processes
     while step < cfg.max_steps:
         t0 = time.perf_counter()
         if weights is not None:
@@ -135,17 +139,18 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
                 order, cursor = torch.randperm(len(train), generator=gen), 0
             idx = order[cursor : cursor + cfg.batch_size]
             cursor += cfg.batch_size
-        x0, y, _, _ = train.batch(idx)
-        g = groups[idx].to(device)
-        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen)
+        local = dist.block(idx)  # this process's block of the global batch
+        x0, y, _, _ = train.batch(local)
+        g = groups[local].to(device)
+        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            pred = unet(xt, t, class_labels=y).sample
+            pred = model(channels_last_input(xt, cl), t, class_labels=y).sample
         pred = pred.float()
-        loss, parts = ddm_loss(F.mse_loss(pred, target), predicted_noise(pred, xt, alphas, t, cfg.prediction), g, indicator, cfg.alpha, cfg.sign)
+        loss, parts = ddm_loss(F.mse_loss(pred, target), predicted_noise(pred, xt, alphas, t, cfg.prediction), g, indicator_model, cfg.alpha, cfg.sign)
         if not torch.isfinite(loss):
             raise RunError(f"DDM step {step + 1}: the loss became {float(loss.detach())}; the last good checkpoint is {ckpt} (lower --set lr=...)")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * dist.local_weight(len(local), len(idx)) if dist.active else loss).backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -156,21 +161,25 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         bar.update(1)
         bar.set_postfix(mse=f"{float(parts['mse']):.4f}", ce=f"{float(parts['ce']):.3f}", refresh=False)
         if step % 25 == 0 or step == cfg.max_steps:
-            append_jsonl(run_dir / "train_log.jsonl", {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}, "elapsed_s": round(elapsed, 3)})
-        if step in cfg.snapshot_steps:
+            logged = dist.sum(loss.detach() * len(local)) / len(idx) if dist.active else loss.detach()  # the global batch's
+        if (step % 25 == 0 or step == cfg.max_steps) and dist.is_main:
+            append_jsonl(run_dir / "train_log.jsonl", {"step": step, "loss": float(logged), **{k: float(v) for k, v in parts.items()}, "elapsed_s": round(elapsed, 3)})
+        if step in cfg.snapshot_steps and dist.is_main:
             _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+        if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and dist.is_main:
             save_state(ckpt, {
                 "unet": unet.state_dict(), "indicator": indicator.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                 "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
                 "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
             })  # fmt: skip
     bar.close()
-    save_weights(run_dir / "indicator.safetensors", indicator.state_dict(), {"in_features": str(channels * size * size), "num_groups": str(k)})
-    _save_ema(unet, ema, run_dir / "unet_ema")
-    write_json_atomic(run_dir / "train_summary.json", {"steps": step, "wall_time_s": round(elapsed, 3), "device": str(device), "groups": report,
-                                                       "unet_ema_digest": _ema_digest(run_dir / "unet_ema")})  # fmt: skip
-    (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    if dist.is_main:
+        save_weights(run_dir / "indicator.safetensors", indicator.state_dict(), {"in_features": str(channels * size * size), "num_groups": str(k)})
+        _save_ema(unet, ema, run_dir / "unet_ema")
+        write_json_atomic(run_dir / "train_summary.json", {"steps": step, "wall_time_s": round(elapsed, 3), "device": str(device), "groups": report,
+                                                           "processes": dist.size, "unet_ema_digest": _ema_digest(run_dir / "unet_ema")})  # fmt: skip
+        (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    dist.barrier()
     return run_dir
 
 

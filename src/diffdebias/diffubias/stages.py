@@ -6,6 +6,9 @@ directory's configuration is fixed, engine/run.py): `candidates.json` (+ PNG gri
 sources.npy, prompts.json, meta.json and PNG grids: the layout of a synthetic set, so
 `--dataset synthetic --root <run>/diffubias/generated` loads it). The true bias labels are read
 only to measure the candidates and the generated images, and results.json says so.
+
+Under several processes the classifiers and the local generator train on all of them; captioning
+and generation run on the main process, which writes their products, and the others read them.
 """
 
 from __future__ import annotations
@@ -72,10 +75,12 @@ def synthetic_split(engine: Engine, hp: dict) -> TensorSplit:
         prompts = [None] * len(sources)
     else:
         t0 = time.perf_counter()
-        captions = _captions(engine, idx, hp, captioner_name, out / "captions.json")
+        with engine.dist.main_first():
+            captions = _captions(engine, idx, hp, captioner_name, out / "captions.json")
         engine.stage_times["captioning"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        kept = _filtered(captions, hp["top_words"] or 2 * data.num_classes, out / "filtered_captions.json")
+        with engine.dist.main_first():
+            kept = _filtered(captions, hp["top_words"] or 2 * data.num_classes, out / "filtered_captions.json")
         engine.stage_times["text_filter"] = time.perf_counter() - t0
         sources = torch.as_tensor([k["index"] for k in kept], dtype=torch.long)
         prompts = [k["caption"] for k in kept]
@@ -120,6 +125,8 @@ def _candidates(engine: Engine, model: torch.nn.Module, hp: dict, path: Path) ->
     idx = top_k_per_class(losses, train.y, data.num_classes, k)
     record = {"k": k, "loss": "cross-entropy of the GCE biased classifier", "indices": idx.tolist(),
               "labels": train.y[idx].tolist(), "losses": [round(float(v), 6) for v in losses[idx]]}  # fmt: skip
+    if not engine.dist.is_main:
+        return record
     write_json_atomic(path, record)
     shown = torch.cat([idx[train.y[idx] == c][:64] for c in range(data.num_classes)])  # up to 8 x 8 per class
     path.with_name("candidates").mkdir(exist_ok=True)
@@ -173,12 +180,24 @@ def _generator_info(hp: dict, name: str) -> dict:
 
 
 def _generate(engine: Engine, hp: dict, name: str, sources_split, prompts, sources: torch.Tensor, gen_dir: Path) -> torch.Tensor:
+    run = None
+    if not is_complete(gen_dir) and name == "local-conditional":
+        from ..ddb import trained_generator  # late: ddb imports the engine, which imports the methods
+
+        run, _ = trained_generator(engine, hp)  # every process trains it (or finds it cached)
+    with engine.dist.main_first():  # the main process generates; the others find the images written
+        _generate_once(engine, hp, name, run, sources_split, prompts, sources, gen_dir)
+    images = torch.from_numpy(np.load(gen_dir / "images.npy", allow_pickle=False))
+    if len(images) != len(sources):
+        raise DatasetError(f"{gen_dir}: holds {len(images)} images for {len(sources)} requests; delete the folder to generate again")
+    return images
+
+
+def _generate_once(engine: Engine, hp: dict, name: str, run: Path | None, sources_split, prompts, sources: torch.Tensor, gen_dir: Path) -> None:
+    """Generate and write the images unless `gen_dir` holds them; `run` is the local generator's run."""
     data = engine.data
     if not is_complete(gen_dir):
         if name == "local-conditional":
-            from ..ddb import trained_generator  # late: ddb imports the engine, which imports the methods
-
-            run, _ = trained_generator(engine, hp)
             extra = {"generator_run": str(run)}
             generator = LocalConditionalGenerator(run, engine.device, strength=hp["strength"], sampler=hp["sampler"],
                                                   steps=hp["sampler_steps"], w=hp["w"])  # fmt: skip
@@ -190,10 +209,6 @@ def _generate(engine: Engine, hp: dict, name: str, sources_split, prompts, sourc
         native = generator(sources_split, prompts, seed=derived_seed(engine.seed, "generation"))
         engine.stage_times["generation"] = time.perf_counter() - t0
         _write_generated(gen_dir, native, fit_to_spec(native, data.spec), sources_split.y, sources, prompts, data, {"generator": name, **extra})
-    images = torch.from_numpy(np.load(gen_dir / "images.npy", allow_pickle=False))
-    if len(images) != len(sources):
-        raise DatasetError(f"{gen_dir}: holds {len(images)} images for {len(sources)} requests; delete the folder to generate again")
-    return images
 
 
 def _write_generated(gen_dir: Path, native: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, sources: torch.Tensor,

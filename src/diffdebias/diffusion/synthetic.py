@@ -6,6 +6,8 @@ folder name is a hash of (training data identity, model config, checkpoint diges
 steps, w, N per class, seed): asking again for the same set reuses it, after checking the
 arrays against the digests in meta.json (a set that fails is sampled again, never used). Classes
 are sampled one at a time into `parts/` so an interrupted generation resumes where it stopped.
+Under several processes (accelerate launch) the classes are shared out among them; each class
+has its own random generator, so the set is the same whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..distributed import current
 from ..errors import RunError
 from ..io import atomic_path, check_output_dir, file_digest, write_json_atomic
 from ..paths import cache_home
@@ -97,10 +100,13 @@ def generate_synthetic(
     meta = json.loads((run_dir / "config.json").read_text())
     key = synthetic_key(run_dir, snapshot, sampler, steps, w, per_class, seed)
     out = Path(out) if out is not None else cache_home() / "synthetic" / key
+    dist = current()
     if is_complete(out):
         return out
-    for name in ("meta.json", *ARRAYS):  # failed verification: rebuild, never use
-        (out / name).unlink(missing_ok=True)
+    dist.barrier()  # every process has looked before the main one removes anything
+    if dist.is_main:
+        for name in ("meta.json", *ARRAYS):  # failed verification: rebuild, never use
+            (out / name).unlink(missing_ok=True)
     parts = out / "parts"
     unet = load_unet(run_dir, snapshot).to(resolve_device(device))
     size, channels = unet.config.sample_size, unet.config.in_channels
@@ -111,7 +117,8 @@ def generate_synthetic(
     base = training_scheduler(train_cfg["schedule"], train_cfg["prediction"], train_cfg["timesteps"], train_cfg["beta_start"], train_cfg["beta_end"])
     pipe = ClassConditionalPipeline(unet, sampling_scheduler(sampler, base.config), null_class=meta["num_classes"])
     t0 = time.perf_counter()
-    for c in classes if classes is not None else range(meta["num_classes"]):
+    todo = list(classes if classes is not None else range(meta["num_classes"]))
+    for c in todo[dist.rank :: dist.size]:
         part = parts / f"class{c}.npy"
         if part.exists() and _valid_part(part, per_class):
             continue
@@ -122,10 +129,13 @@ def generate_synthetic(
         with atomic_path(part) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, images.numpy())
+    dist.barrier()  # every class part is written
     if classes is not None:
         return out
     elapsed = time.perf_counter() - t0
-    assemble(out, meta, per_class, {"sampler": sampler, "steps": steps, "w": w, "seed": seed, "snapshot": snapshot, "generator_run": str(run_dir), "key": key, "sampling_wall_time_s": round(elapsed, 3)})
+    if dist.is_main:
+        assemble(out, meta, per_class, {"processes": dist.size, "sampler": sampler, "steps": steps, "w": w, "seed": seed, "snapshot": snapshot, "generator_run": str(run_dir), "key": key, "sampling_wall_time_s": round(elapsed, 3)})
+    dist.barrier()  # the assembled set exists before any process reads it
     return out
 
 

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
 from ..data.injected import IDENTITY_NEUTRAL_OPTIONS
-from ..runtime import all_finite, resolve_device, seed_everything
+from ..distributed import current
+from ..runtime import all_finite, channels_last_input, resolve_device, seed_everything, speed_settings
 from ..errors import ConfigError, RunError
 from ..hparams import coerce
 from ..io import append_jsonl, check_output_dir, file_digest, remove_stale_temps, write_failure, write_json_atomic, write_text_atomic
@@ -37,6 +38,9 @@ from .models import PRESET_IMAGE_SIZE, build_unet
 from .schedulers import training_scheduler
 
 DONE = "COMPLETE"
+# settings that do not change what is trained: left out of the cache key and of the resume check
+SPEED_SETTINGS = ("device", "channels_last", "compile")
+NOT_IDENTITY = (*SPEED_SETTINGS, "checkpoint_every", "snapshot_steps")
 CPU_DATASETS = ("colored_fmnist", "colored_mnist", "corrupted_fmnist", "cmnist", "synthetic", "colored_fmnist_pair")
 # DDB's reference code: UNet ch 128 (1,2,2,2), linear betas 1e-4..0.028, eps-prediction, AdamW
 # 1e-4, warm-up then cosine, 64 px, 100k iterations at batch 32 (Waterbirds).
@@ -69,7 +73,9 @@ class DiffusionConfig:
     snapshot_steps: list[int] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"
-    amp: bool = False  # bf16 autocast, CUDA only
+    amp: bool = True  # bf16 autocast, CUDA only (ignored on CPU, where bf16 slows small batches)
+    channels_last: bool = True  # channels-last memory format, CUDA only
+    compile: bool = False  # torch.compile of the UNet (the first steps compile)
 
     @classmethod
     def for_dataset(cls, dataset: str, overrides: dict[str, Any] | None = None) -> "DiffusionConfig":
@@ -115,7 +121,7 @@ def data_identity(data: BiasedDataset) -> str:
 
 def train_identity(data: BiasedDataset, cfg: DiffusionConfig) -> str:
     """Hash of (training data, configuration): where a matching trained generator is cached."""
-    cfg_d = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "checkpoint_every", "snapshot_steps")}
+    cfg_d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}
     return hashlib.sha256(json.dumps({"data": data_identity(data), "cfg": cfg_d}, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -163,9 +169,11 @@ def train_diffusion(
     """Train (or resume, or reuse) a class-conditional diffusion model; returns its run directory."""
     cached = run_dir is None
     run_dir = Path(run_dir) if run_dir is not None else default_diffusion_dir(data, cfg)
+    dist = current()
     if is_trained(run_dir):
         return run_dir
-    if (run_dir / DONE).exists():  # finished, but its exported weights fail to verify: export them again
+    dist.barrier()  # every process has looked before the main one touches the folder
+    if (run_dir / DONE).exists() and dist.is_main:  # finished, but its exported weights fail to verify: export them again
         (run_dir / DONE).unlink()
     check_output_dir(run_dir)
     size = resolve_image_size(cfg, data)
@@ -181,7 +189,8 @@ def train_diffusion(
         "config": cfg.to_dict(),
         "version": __version__,
     }
-    check_run_config(run_dir, meta, "diffusion")
+    if dist.is_main:
+        check_run_config(run_dir, meta, "diffusion")
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -204,7 +213,9 @@ def train_diffusion(
             if not cached:
                 raise
             print(f"warning: {exc}; training this cached generator again", flush=True)  # rebuilt, never used
-            ckpt.unlink()
+            dist.barrier()
+            if dist.is_main:
+                ckpt.unlink()
             st = None
         if st is not None:
             unet.load_state_dict(st["unet"])
@@ -215,30 +226,33 @@ def train_diffusion(
             torch.set_rng_state(st["rng"])
             step, elapsed = st["step"], st["elapsed"]
             order, cursor = st["order"], st["cursor"]
-    remove_stale_temps(run_dir)  # left by an interrupted write
-    _truncate_log(run_dir / "train_log.jsonl", step)  # lines logged after the checkpoint we restart from
+    if dist.is_main:
+        remove_stale_temps(run_dir)  # left by an interrupted write
+        _truncate_log(run_dir / "train_log.jsonl", step)  # lines logged after the checkpoint we restart from
 
     train = data.split("train").with_spec(ImageSpec(size, channels, (0.5,) * channels, (0.5,) * channels))
     alphas = noise_sched.alphas_cumprod.to(device)
     null = data.num_classes
     log_path = run_dir / "train_log.jsonl"
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", unit="step", disable=quiet)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", unit="step", disable=quiet or not dist.is_main)
     unet.train()
+    cl = speed_settings([unet], device, channels_last=cfg.channels_last, compile=cfg.compile)
+    model = dist.wrap(unet)  # DDP under several processes: each takes its block of the global batch
     while step < cfg.max_steps:
         t0 = time.perf_counter()
         if cursor + cfg.batch_size > len(order):
             order, cursor = torch.randperm(len(train), generator=gen), 0
         idx = order[cursor : cursor + cfg.batch_size]
         cursor += cfg.batch_size
-        x0, y, _, _ = train.batch(idx)
-        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen)
+        x0, y, _, _ = train.batch(dist.block(idx))
+        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            pred = unet(xt, t, class_labels=y).sample
+            pred = model(channels_last_input(xt, cl), t, class_labels=y).sample
         loss = F.mse_loss(pred.float(), target)
         if not torch.isfinite(loss):
             raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * dist.local_weight(len(y), len(idx)) if dist.active else loss).backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
         opt.step()
@@ -249,23 +263,28 @@ def train_diffusion(
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{step * cfg.batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
         if step % 50 == 0 or step == cfg.max_steps:
-            append_jsonl(log_path, {"step": step, "loss": float(loss.detach()), "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
-        if step in cfg.snapshot_steps:
+            logged = dist.sum(loss.detach() * len(y)) / len(idx) if dist.active else loss.detach()  # the global batch's
+        if (step % 50 == 0 or step == cfg.max_steps) and dist.is_main:
+            append_jsonl(log_path, {"step": step, "loss": float(logged), "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
+        if step in cfg.snapshot_steps and dist.is_main:
             _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             if not all_finite(unet.parameters()):
                 raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
-            save_state(ckpt, {
+            if dist.is_main:
+                save_state(ckpt, {
                 "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                 "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
                 "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
             })  # fmt: skip
     bar.close()
-    _save_ema(unet, ema, run_dir / "unet_ema")
-    summary = {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
-               "device": str(device), "unet_ema_digest": _ema_digest(run_dir / "unet_ema")}  # fmt: skip
-    write_json_atomic(run_dir / "train_summary.json", summary)
-    write_text_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    if dist.is_main:
+        _save_ema(unet, ema, run_dir / "unet_ema")
+        summary = {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
+                   "device": str(device), "processes": dist.size, "unet_ema_digest": _ema_digest(run_dir / "unet_ema")}  # fmt: skip
+        write_json_atomic(run_dir / "train_summary.json", summary)
+        write_text_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    dist.barrier()  # the exported model exists before any process samples from it
     return run_dir
 
 
@@ -304,17 +323,26 @@ def check_run_config(run_dir: Path, meta: dict, kind: str) -> None:
         old = json.loads(cfg_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunError(f"{cfg_path}: damaged ({exc}); choose another --out") from None
-    if {k: v for k, v in old.items() if k != "version"} != {k: v for k, v in json.loads(json.dumps(meta)).items() if k != "version"}:
+    def comparable(m: dict) -> dict:
+        out = {k: v for k, v in m.items() if k != "version"}
+        if isinstance(out.get("config"), dict):
+            out["config"] = {k: v for k, v in out["config"].items() if k not in SPEED_SETTINGS}
+        return out
+
+    if comparable(old) != comparable(json.loads(json.dumps(meta))):
         raise RunError(f"{cfg_path}: this directory holds a {kind} run with another configuration; choose another --out")
 
 
-def noisy_batch(x0: torch.Tensor, y: torch.Tensor, cfg, noise_sched, alphas: torch.Tensor, null: int, gen: torch.Generator):
+def noisy_batch(x0: torch.Tensor, y: torch.Tensor, cfg, noise_sched, alphas: torch.Tensor, null: int, gen: torch.Generator,
+                total: int | None = None, rows: slice = slice(None)):  # fmt: skip
     """One training batch of the denoiser: (x_t, t, labels with p_uncond of them nulled, target).
-    Noise, timesteps and label drops are drawn from `gen` on the CPU, in that order (resumable)."""
+    Noise, timesteps and label drops are drawn from `gen` on the CPU, in that order (resumable),
+    for a global batch of `total` samples of which this process holds `rows` (distributed.py)."""
     device = x0.device
-    noise = torch.randn(x0.shape, generator=gen).to(device)
-    t = torch.randint(0, cfg.timesteps, (len(y),), generator=gen).to(device)
-    drop = (torch.rand(len(y), generator=gen) < cfg.p_uncond).to(device)
+    total = len(y) if total is None else total
+    noise = torch.randn((total, *x0.shape[1:]), generator=gen)[rows].to(device)
+    t = torch.randint(0, cfg.timesteps, (total,), generator=gen)[rows].to(device)
+    drop = (torch.rand(total, generator=gen) < cfg.p_uncond)[rows].to(device)
     y = torch.where(drop, torch.full_like(y, null), y)
     xt = noise_sched.add_noise(x0, noise, t)
     target = noise if cfg.prediction == "epsilon" else _velocity(alphas, x0, noise, t)

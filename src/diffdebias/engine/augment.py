@@ -1,4 +1,8 @@
-"""Batch augmentations of the training loop, drawn from the stage's own generator (resumable)."""
+"""Batch augmentations of the training loop, drawn from the stage's own generator (resumable).
+
+Under several processes each process holds `rows` of a global batch of `total` samples: the
+random parameters are drawn for the whole global batch (so every process's generator stays in
+step) and the process keeps its rows."""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ class Augment:
     def __init__(self, size: int):
         self.pad = max(1, size // 8)
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, total: int | None = None, rows: slice = slice(None)) -> torch.Tensor:
         n, _, h, w = x.shape
-        flips = torch.rand(n, generator=gen) < 0.5
-        offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=gen)
+        total = n if total is None else total
+        flips = (torch.rand(total, generator=gen) < 0.5)[rows]
+        offsets = torch.randint(0, 2 * self.pad + 1, (total, 2), generator=gen)[rows]
         padded = F.pad(x, (self.pad,) * 4, mode="reflect")
         out = torch.empty_like(x)
         for i in range(n):
@@ -34,9 +39,8 @@ class RandomAffine:
     def __init__(self, scale: float, rotate: float, translate: float = 0.1):
         self.log_scale, self.rotate, self.translate = math.log(scale), math.radians(rotate), translate
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n = x.shape[0]
-        u = torch.rand(n, 5, generator=gen) * 2 - 1
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, total: int | None = None, rows: slice = slice(None)) -> torch.Tensor:
+        u = (torch.rand(x.shape[0] if total is None else total, 5, generator=gen) * 2 - 1)[rows]
         zoom = torch.exp(-u[:, 0] * self.log_scale)  # sampling-grid factor: < 1 enlarges the image
         angle = u[:, 1] * self.rotate
         flip = torch.where(u[:, 2] < 0, -1.0, 1.0)

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from .. import energy
 from ..data.base import BiasedDataset, Split
+from ..distributed import current, swapped
 from ..errors import RunError
 from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
 from ..methods.base import Method, MethodContext
-from ..runtime import all_finite, derived_seed, seed_everything
+from ..runtime import all_finite, channels_last_input, derived_seed, seed_everything, speed_settings
 from ..state import load_state, save_state, save_weights
 from .augment import build_augment
 from .metrics import classification_metrics, pseudo_group_metrics
@@ -51,6 +52,7 @@ class Engine:
         self.resume = resume
         self.notes: dict[str, Any] = {}
         self.stage_times: dict[str, float] = {}
+        self.dist = current()
         train = data.split("train")
         self.train_counts = data.group_counts("train").to_numpy()[:, : data.num_bias] if train.has_bias_labels and data.num_bias else None
 
@@ -65,14 +67,15 @@ class Engine:
 
     @torch.no_grad()
     def logits(self, model: torch.nn.Module, split: Split, batch_size: int = 1024, num_workers: int = 0) -> torch.Tensor:
+        """Logits of every sample of `split`, in order (sharded over processes and gathered)."""
         was_training = model.training
         model.eval()
         out = []
-        for x, _, _, _ in iterate_batches(split, torch.arange(len(split)), batch_size, num_workers):
+        for x, _, _, _ in iterate_batches(split, self.dist.block(torch.arange(len(split))), batch_size, num_workers):
             with self.autocast(True):
                 out.append(model(x.to(self.device, non_blocking=True)).float().cpu())
         model.train(was_training)
-        return torch.cat(out)
+        return self.dist.gather(torch.cat(out))
 
     def evaluate(self, model: torch.nn.Module, hp: dict, pseudo_groups: dict[str, torch.Tensor] | None = None) -> dict[str, dict]:
         """Metrics of every non-training split; `pseudo_groups` adds the pseudo-group metrics."""
@@ -96,7 +99,7 @@ class Engine:
     # --- training --------------------------------------------------------------
     def context(self, method_cls: type[Method], hp: dict, groups: torch.Tensor | None = None) -> MethodContext:
         train_b = self.data.split("train").b if method_cls.needs_bias_labels(hp) else None
-        return MethodContext(self.data, hp, self.device, train_b=train_b, groups=groups)
+        return MethodContext(self.data, hp, self.device, train_b=train_b, groups=groups, dist=self.dist)
 
     def train_stage(self, stage: str, method_cls: type[Method], hp: dict, *, groups: torch.Tensor | None = None) -> StageResult:
         """Train `method_cls` with `hp` as stage `stage`, resuming or reloading what exists."""
@@ -114,11 +117,12 @@ class Engine:
             if info is not None:
                 self.stage_times[stage] = info["wall_time_s"]
                 return StageResult(stage, method, state["history"], info["selected"], info["wall_time_s"])
-            remove_stale_temps(self.run_dir)
-            write_text_atomic(self._log_path(stage), "".join(json.dumps(r, sort_keys=True) + "\n" for r in state["history"]))
+            if self.dist.is_main:
+                remove_stale_temps(self.run_dir)
+                write_text_atomic(self._log_path(stage), "".join(json.dumps(r, sort_keys=True) + "\n" for r in state["history"]))
         elif ckpt.exists():
             raise RunError(f"{ckpt}: an unfinished stage exists in this run directory; pass --resume to continue it or choose another --out")
-        else:
+        elif self.dist.is_main:
             self._log_path(stage).unlink(missing_ok=True)
         check_output_dir(self.run_dir, expected_bytes(method))
         with energy.stage(stage):
@@ -126,9 +130,11 @@ class Engine:
         selected = select_epoch(state["history"], policy.name)
         best = state["best_weights"] if policy.val_metric is not None else None
         weights = best if best is not None else method.eval_model().state_dict()
-        save_weights(self.run_dir / f"{stage}.model.safetensors", weights, {"epoch": str(selected["epoch"])})
         self.stage_times[stage] = state["elapsed"]
-        write_json_atomic(done, {"selected": selected, "wall_time_s": state["elapsed"], "epochs": len(state["history"])})
+        if self.dist.is_main:
+            save_weights(self.run_dir / f"{stage}.model.safetensors", weights, {"epoch": str(selected["epoch"])})
+            write_json_atomic(done, {"selected": selected, "wall_time_s": state["elapsed"], "epochs": len(state["history"])})
+        self.dist.barrier()  # the stage's files exist before any process goes on
         return StageResult(stage, method, state["history"], selected, state["elapsed"])
 
     def _log_path(self, stage: str) -> Path:
@@ -137,6 +143,9 @@ class Engine:
     def _fit(self, stage, method, hp, gen, policy, state, ckpt) -> None:
         train = method.train_split()
         modules, optimizers = method.modules(), method.optimizers()
+        dist = self.dist
+        ddp = {k: w for k, w in ((k, dist.wrap(m)) for k, m in modules.items()) if w is not modules[k]}
+        cl = speed_settings(modules.values(), self.device, channels_last=hp["channels_last"], compile=hp["compile"])
         steps_per_epoch = -(-method.epoch_size() // hp["batch_size"])
         schedulers = self._schedulers(optimizers, hp, steps_per_epoch)
         if state.get("schedulers"):
@@ -148,19 +157,23 @@ class Engine:
             for m in modules.values():
                 m.train()
             indices = method.epoch_indices(gen)
-            bar = tqdm(total=len(indices), desc=f"{stage} {epoch + 1}/{hp['epochs']}", unit="img", disable=self.quiet, leave=False)
+            bar = tqdm(total=len(indices), desc=f"{stage} {epoch + 1}/{hp['epochs']}", unit="img", disable=self.quiet or not dist.is_main, leave=False)
             loss_sum, n_seen = 0.0, 0
-            for x, y, _, idx in iterate_batches(train, indices, hp["batch_size"], hp["num_workers"]):
+            # global batches; with several processes each takes its block (a last batch smaller than
+            # the number of processes is dropped, so that every process has samples)
+            chunks = [c for c in torch.split(indices, hp["batch_size"]) if len(c) >= dist.size]
+            for n_global, (x, y, _, idx) in zip((len(c) for c in chunks), iterate_chunks(train, [dist.block(c) for c in chunks], hp["num_workers"])):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if augment is not None:
-                    x = augment(x, gen)
-                with self.autocast(hp["amp"]):
+                    x = augment(x, gen, n_global, dist.block_slice(n_global))
+                x = channels_last_input(x, cl)
+                with self.autocast(hp["amp"]), swapped(method, ddp):
                     loss, stats = method.loss(x, y, idx)
                 if not torch.isfinite(loss):
                     raise RunError(f"stage '{stage}' epoch {epoch + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
                 for opt in optimizers.values():
                     opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * dist.local_weight(len(y), n_global) if dist.active else loss).backward()
                 if hp["grad_clip"] > 0:
                     for m in modules.values():
                         torch.nn.utils.clip_grad_norm_(m.parameters(), hp["grad_clip"])
@@ -169,10 +182,12 @@ class Engine:
                 for sch in schedulers.values():
                     sch.step()
                 loss_sum += float(loss.detach()) * len(y)
-                n_seen += len(y)
-                bar.update(len(y))
+                n_seen += n_global
+                bar.update(n_global)
                 bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
             bar.close()
+            if dist.active:  # the global batches' mean loss, as one process would log it
+                loss_sum = float(dist.sum(torch.tensor([loss_sum], dtype=torch.float64)))
             train_time = time.perf_counter() - t0
             metrics = self.evaluate(method.eval_model(), hp, method.pseudo_groups)
             state["elapsed"] += time.perf_counter() - t0
@@ -185,8 +200,9 @@ class Engine:
             state["epoch"] = epoch + 1
             if state["epoch"] % hp["checkpoint_every"] == 0 or state["epoch"] == hp["epochs"]:
                 self._checkpoint(ckpt, method, gen, schedulers, state)
-            append_jsonl(self._log_path(stage), row)
-            if not self.quiet:
+            if dist.is_main:
+                append_jsonl(self._log_path(stage), row)
+            if not self.quiet and dist.is_main:
                 val, test = row.get("val", {}), row.get("test", {})
                 tqdm.write(
                     f"[{stage}] epoch {epoch + 1}/{hp['epochs']} loss {row['train_loss']:.4f} "
@@ -206,6 +222,8 @@ class Engine:
         for name, module in method.modules().items():
             if not all_finite(module.state_dict().values()):
                 raise RunError(f"epoch {state['epoch']}: model '{name}' holds non-finite weights; {_numerical_advice(path)}")
+        if not self.dist.is_main:
+            return
         save_state(
             path,
             {
@@ -246,7 +264,11 @@ class Engine:
 
 def iterate_batches(split: Split, indices: torch.Tensor, batch_size: int, num_workers: int = 0) -> Iterator[tuple]:
     """(x, y, b, idx) batches in the order of `indices`; in-memory splits skip the DataLoader."""
-    chunks = list(torch.split(indices, batch_size))
+    yield from iterate_chunks(split, list(torch.split(indices, batch_size)), num_workers)
+
+
+def iterate_chunks(split: Split, chunks: list[torch.Tensor], num_workers: int = 0) -> Iterator[tuple]:
+    """(x, y, b, idx) batches, one per chunk of indices; in-memory splits skip the DataLoader."""
     if split.in_memory:
         for chunk in chunks:
             yield split.batch(chunk)

@@ -19,8 +19,9 @@ import torch
 
 from .. import __version__, energy
 from ..data.registry import load_dataset
+from ..distributed import current
 from ..errors import ConfigError, RunError
-from ..hparams import resolve_hparams
+from ..hparams import PERFORMANCE_KEYS, resolve_hparams
 from ..io import append_jsonl, check_output_dir, write_json_atomic, write_text_atomic
 from ..methods import get_method
 from ..runtime import resolve_device
@@ -92,7 +93,7 @@ def run_method(
         "test": result.selected.get("test", {}),
         "by_policy": _by_policy(result.history),
         "wall_time_s": {"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
-        "energy": {"stages": energy.stages(), **energy.describe()},
+        "energy": {"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
         "notes": engine.notes,
         "hparams": hp,
         "data_options": config["data_options"],
@@ -100,9 +101,11 @@ def run_method(
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
         "version": __version__,
     }
-    write_json_atomic(run_dir / "results.json", results)
-    write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
-    append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **results})
+    if current().is_main:
+        write_json_atomic(run_dir / "results.json", results)
+        write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **results})
+    current().barrier()
     return results
 
 
@@ -135,10 +138,15 @@ def _check_config(run_dir: Path, config: dict, resume: bool) -> None:
             old = json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunError(f"{path}: damaged ({exc}); choose another --out") from None
-        if old != json.loads(json.dumps(config)):
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config)).get(k))
+        new = json.loads(json.dumps(config))
+        for c in (old, new):  # speed settings may differ on resume
+            for k in PERFORMANCE_KEYS:
+                c.get("hparams", {}).pop(k, None)
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise RunError(f"{path}: this run directory holds a run with another configuration (differs in {', '.join(changed)}); choose another --out")
         return
     if any(run_dir.glob("*.ckpt.safetensors")) and not resume:
         raise RunError(f"{run_dir}: holds checkpoints but no config.json; choose another --out")
-    write_json_atomic(path, config)
+    if current().is_main:
+        write_json_atomic(path, config)

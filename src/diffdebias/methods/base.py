@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import BiasedDataset, Split
+from ..distributed import Dist, current
 from ..errors import ConfigError
 from ..models import build_model
 
@@ -25,6 +26,7 @@ class MethodContext:
     train_b: torch.Tensor | None = None
     groups: torch.Tensor | None = None  # per-training-sample group ids, for group-based trainers
     extras: dict[str, Any] = field(default_factory=dict)
+    dist: Dist = field(default_factory=current)  # the processes of a multi-process launch (distributed.py)
 
     @property
     def num_train(self) -> int:
@@ -46,7 +48,12 @@ class MethodContext:
 
 
 class Method:
-    """Base class: plain ERM on one model. Subclasses override `loss` and, if they need to, the rest."""
+    """Base class: plain ERM on one model. Subclasses override `loss` and, if they need to, the rest.
+
+    `loss` gets this process's block of the global batch and returns a mean over it; under several
+    processes the engine weights it so that the averaged gradient is the global batch's. State that
+    spans batches (loss EMAs, group weights) must be updated from the whole global batch
+    (`ctx.dist.gather` / `ctx.dist.sum`) so that every process keeps the same state."""
 
     name = "erm"
     pseudo_groups: dict[str, torch.Tensor] | None = None  # inferred groups of eval splits, e.g. {"val": ...}

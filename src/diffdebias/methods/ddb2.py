@@ -27,7 +27,7 @@ class DDB2(Method):
 
     def loss(self, x, y, idx):
         ce_d = per_sample_ce(self.model(x), y)
-        w = relative_difficulty(self.ema_ba, self.ema_d, self.ema_ba.values[idx.cpu()], ce_d, y, idx).to(x.device)
+        w = relative_difficulty(self.ema_ba, self.ema_d, self.ema_ba.values[idx.cpu()], ce_d, y, idx, self.ctx.dist).to(x.device)
         return (ce_d * w).mean(), {"w_mean": float(w.mean())}
 
     def extra_state(self):

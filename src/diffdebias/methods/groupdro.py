@@ -62,11 +62,18 @@ class GroupDRO(Method):
         g = self.groups[idx.cpu()].to(losses.device)
         sums = torch.zeros(self.num_groups, device=losses.device).index_add(0, g, losses)
         counts = torch.zeros(self.num_groups, device=losses.device).index_add(0, g, torch.ones_like(losses))
+        dist = self.ctx.dist
+        if dist.active:  # group losses of the global batch; q is updated from them on every process
+            counts = dist.sum(counts)
+            global_loss = dist.sum(sums.detach()) / counts.clamp_min(1)
         group_loss = sums / counts.clamp_min(1)
-        adjusted = group_loss.detach().cpu() + self.adj * (counts.cpu() > 0)
+        adjusted = (global_loss if dist.active else group_loss).detach().cpu() + self.adj * (counts.cpu() > 0)
         self.q = self.q * torch.exp(self.ctx.hp["eta"] * adjusted)
         self.q = self.q / self.q.sum()
-        return group_loss @ self.q.to(losses.device), {"q_max": float(self.q.max())}
+        loss = group_loss @ self.q.to(losses.device)
+        if dist.active:  # this block's share of the global loss, as a mean over the block (see Method)
+            loss = loss * counts.sum() / len(y)
+        return loss, {"q_max": float(self.q.max())}
 
     def extra_state(self):
         return {"q": self.q, "groups": self.groups}

@@ -18,7 +18,8 @@ class JTT(Method):
         train = self.ctx.data.split("train")
         preds = engine.predict(first.method.eval_model(), train)
         errors = torch.nonzero(torch.as_tensor(preds) != train.y).flatten()
-        write_json_atomic(engine.run_dir / "jtt_error_set.json", {"size": len(errors), "indices": errors.tolist()})
+        if engine.dist.is_main:
+            write_json_atomic(engine.run_dir / "jtt_error_set.json", {"size": len(errors), "indices": errors.tolist()})
         self.upsampled = upsample(len(train), errors, self.ctx.hp["lambda_up"])
         engine.note("jtt_error_set_size", len(errors))
 

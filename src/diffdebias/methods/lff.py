@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import Dist
 from .base import Method, MethodContext, per_sample_ce, per_sample_gce
 
 
@@ -42,10 +43,13 @@ class LossEMA:
         self.updated.copy_(state["updated"])
 
 
-def relative_difficulty(ema_b: LossEMA, ema_d: LossEMA, loss_b, loss_d, y, idx) -> torch.Tensor:
-    """LfF's W = L_b / (L_b + L_d) from class-max-normalised EMAs (on the CPU, detached)."""
-    lb = ema_b.update(loss_b, idx)
-    ld = ema_d.update(loss_d, idx)
+def relative_difficulty(ema_b: LossEMA, ema_d: LossEMA, loss_b, loss_d, y, idx, dist: Dist) -> torch.Tensor:
+    """LfF's W = L_b / (L_b + L_d) from class-max-normalised EMAs (on the CPU, detached). The EMAs
+    are updated with the whole global batch (gathered over processes), W is this block's."""
+    all_idx = dist.gather(idx.cpu())
+    ema_b.update(dist.gather(loss_b.detach().float()), all_idx)
+    ema_d.update(dist.gather(loss_d.detach().float()), all_idx)
+    lb, ld = ema_b.values[idx.cpu()], ema_d.values[idx.cpu()]
     y_cpu = y.cpu()
     lb = lb / ema_b.class_max()[y_cpu].clamp_min(1e-8)
     ld = ld / ema_d.class_max()[y_cpu].clamp_min(1e-8)
@@ -72,7 +76,7 @@ class LfF(Method):
     def loss(self, x, y, idx):
         logit_b, logit_d = self.biased(x), self.model(x)
         ce_b, ce_d = per_sample_ce(logit_b, y), per_sample_ce(logit_d, y)
-        w = relative_difficulty(self.ema_b, self.ema_d, ce_b, ce_d, y, idx).to(x.device)
+        w = relative_difficulty(self.ema_b, self.ema_d, ce_b, ce_d, y, idx, self.ctx.dist).to(x.device)
         loss_b = per_sample_gce(logit_b, y, self.ctx.hp["q"]).mean()
         loss_d = (ce_d * w).mean()
         return loss_b + loss_d, {"w_mean": float(w.mean())}
