@@ -126,3 +126,14 @@ def test_blocks_rebuild_the_global_batch():
             assert torch.equal(dist.block(torch.arange(n)), torch.arange(n)[sl])
             parts.append(torch.arange(n)[sl])
         assert torch.equal(torch.cat(parts), torch.arange(n))
+
+
+def test_ddm_under_accelerate_launch_logs_the_global_batch(tmp_path):
+    require_fmnist()
+    args = ["ddm", "train", "--dataset", "colored_fmnist_pair", "--set", "data.size=16", "--set", "max_steps=25", "--set", "groups=inferred"]
+    cli([*args, "--out", str(tmp_path / "one")], tmp_path / "cache")
+    cli([*args, "--out", str(tmp_path / "two")], tmp_path / "cache", processes=2)
+    one, two = (json.loads((tmp_path / r / "train_log.jsonl").read_text().splitlines()[-1]) for r in ("one", "two"))
+    for key in ("loss", "mse", "ce", "indicator_acc"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key
+    assert (tmp_path / "two" / "COMPLETE").exists() and (tmp_path / "two" / "indicator.safetensors").exists()

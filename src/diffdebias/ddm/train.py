@@ -161,9 +161,11 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         bar.update(1)
         bar.set_postfix(mse=f"{float(parts['mse']):.4f}", ce=f"{float(parts['ce']):.3f}", refresh=False)
         if step % 25 == 0 or step == cfg.max_steps:
-            logged = dist.sum(loss.detach() * len(local)) / len(idx) if dist.active else loss.detach()  # the global batch's
+            logged = {"loss": loss.detach(), **parts}
+            if dist.active:  # the global batch's means
+                logged = {k: dist.sum(v * len(local)) / len(idx) for k, v in logged.items()}
         if (step % 25 == 0 or step == cfg.max_steps) and dist.is_main:
-            append_jsonl(run_dir / "train_log.jsonl", {"step": step, "loss": float(logged), **{k: float(v) for k, v in parts.items()}, "elapsed_s": round(elapsed, 3)})
+            append_jsonl(run_dir / "train_log.jsonl", {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(elapsed, 3)})
         if step in cfg.snapshot_steps and dist.is_main:
             _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
         if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and dist.is_main:
