@@ -156,11 +156,14 @@ def train_ddm_lora(model_dir: Path, data: BiasedDataset, cfg: LoraDDMConfig, out
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(lora_params + list(indicator.parameters()), cfg.grad_clip)
         opt.step()
+        logged = {"loss": loss.detach(), **parts_}
+        if dist.active:  # the global batch's means
+            logged = {k: dist.sum(v * len(y)) / len(idx) for k, v in logged.items()}
         if not dist.is_main:
             continue
-        append_jsonl(tmp / "train_log.jsonl", {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts_.items()}, "elapsed_s": round(time.perf_counter() - t0, 3)})
+        append_jsonl(tmp / "train_log.jsonl", {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(time.perf_counter() - t0, 3)})
         if not quiet and step % 50 == 0:
-            print(f"step {step}/{cfg.max_steps} loss {float(loss.detach()):.4f}", flush=True)
+            print(f"step {step}/{cfg.max_steps} loss {float(logged['loss']):.4f}", flush=True)
     if not dist.is_main:
         dist.barrier()  # the main process writes the output folder
         return out
