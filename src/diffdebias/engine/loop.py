@@ -144,8 +144,8 @@ class Engine:
         train = method.train_split()
         modules, optimizers = method.modules(), method.optimizers()
         dist = self.dist
-        ddp = {k: w for k, w in ((k, dist.wrap(m)) for k, m in modules.items()) if w is not modules[k]}
         cl = speed_settings(modules.values(), self.device, channels_last=hp["channels_last"], compile=hp["compile"])
+        ddp = {k: w for k, w in ((k, dist.wrap(m)) for k, m in modules.items()) if w is not modules[k]}
         steps_per_epoch = -(-method.epoch_size() // hp["batch_size"])
         schedulers = self._schedulers(optimizers, hp, steps_per_epoch)
         if state.get("schedulers"):
@@ -158,7 +158,7 @@ class Engine:
                 m.train()
             indices = method.epoch_indices(gen)
             bar = tqdm(total=len(indices), desc=f"{stage} {epoch + 1}/{hp['epochs']}", unit="img", disable=self.quiet or not dist.is_main, leave=False)
-            loss_sum, n_seen = 0.0, 0
+            loss_sum, n_seen, n_local = 0.0, 0, 0
             # global batches; with several processes each takes its block (a last batch smaller than
             # the number of processes is dropped, so that every process has samples)
             chunks = [c for c in torch.split(indices, hp["batch_size"]) if len(c) >= dist.size]
@@ -182,9 +182,9 @@ class Engine:
                 for sch in schedulers.values():
                     sch.step()
                 loss_sum += float(loss.detach()) * len(y)
-                n_seen += n_global
+                n_seen, n_local = n_seen + n_global, n_local + len(y)
                 bar.update(n_global)
-                bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{loss_sum / n_local:.4f}", refresh=False)
             bar.close()
             if dist.active:  # the global batches' mean loss, as one process would log it
                 loss_sum = float(dist.sum(torch.tensor([loss_sum], dtype=torch.float64)))
