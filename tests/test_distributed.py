@@ -110,7 +110,10 @@ def test_single_process_helpers_are_the_identity():
     assert not dist.active and dist.is_main
     assert torch.equal(dist.block(x), x) and dist.block_slice(7) == slice(0, 7)
     assert torch.equal(dist.gather(x), x) and torch.equal(dist.sum(x.float()), x.float())
-    assert dist.local_weight(3, 7) == 1.0 and dist.gather_object("a") == ["a"]
+    loss = torch.tensor(0.5)
+    assert dist.weighted(loss, 3, 7) is loss and dist.gather_object("a") == ["a"]
+    means = {"loss": loss}
+    assert dist.batch_mean(means, 3, 7) is means
     lin = torch.nn.Linear(2, 2)
     assert dist.wrap(lin) is lin
 

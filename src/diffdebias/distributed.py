@@ -8,8 +8,9 @@ helper here is the identity and costs nothing. The loops use this data-parallel 
   the order of the training samples; each global batch is cut into contiguous per-process blocks
   (`block`), and per-sample random draws are made for the whole global batch, each process keeping
   its rows, so the global batch is treated as one process would treat it;
-- gradients are averaged by DDP (`wrap`); a loss that is a mean over the local block is scaled by
-  `local_weight` so that the average equals the gradient of the global batch's mean;
+- gradients are averaged by DDP (`wrap`); a loss that is a mean over the local block is
+  `weighted` so that the average equals the gradient of the global batch's mean, and logged
+  means are the global batch's (`batch_mean`);
 - evaluation is sharded by blocks and `gather`ed, so every process holds every prediction and
   computes the same metrics as a single-process evaluation;
 - only the main process writes run files (`is_main`); `barrier` orders reads after writes.
@@ -40,14 +41,14 @@ class Dist:
 
     def __init__(self) -> None:
         self.state = None
-        self.rank, self.size, self.local_rank = 0, 1, 0
+        self.rank, self.size = 0, 1
         self.device = None
         if launched():
             from accelerate import PartialState
 
             cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
             self.state = PartialState(cpu=cpu)
-            self.rank, self.size, self.local_rank = self.state.process_index, self.state.num_processes, self.state.local_process_index
+            self.rank, self.size = self.state.process_index, self.state.num_processes
             self.device = self.state.device
 
     @property
@@ -87,9 +88,14 @@ class Dist:
         start = self.rank * base + min(self.rank, extra)
         return slice(start, start + base + (self.rank < extra))
 
-    def local_weight(self, n_local: int, n_global: int) -> float:
-        """Factor for a local mean loss: DDP's average of the scaled gradients = the global mean's."""
-        return n_local * self.size / n_global if self.active else 1.0
+    def weighted(self, loss: torch.Tensor, n_local: int, n_global: int) -> torch.Tensor:
+        """A mean loss over this process's `n_local` samples, weighted so that DDP's average of the
+        gradients is the gradient of the mean over all `n_global` samples (`loss` itself in one process)."""
+        return loss * (n_local * self.size / n_global) if self.active else loss
+
+    def batch_mean(self, means: dict[str, torch.Tensor], n_local: int, n_global: int) -> dict[str, torch.Tensor]:
+        """Means over this process's `n_local` samples -> the means over all `n_global` samples."""
+        return {k: self.sum(v * n_local) / n_global for k, v in means.items()} if self.active else means
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """Concatenation of every process's `t` along dim 0 in rank order (lengths may differ);

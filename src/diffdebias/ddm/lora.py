@@ -152,13 +152,11 @@ def train_ddm_lora(model_dir: Path, data: BiasedDataset, cfg: LoraDDMConfig, out
         if not torch.isfinite(loss):
             raise RunError(f"DDM LoRA step {step}: the loss became {float(loss.detach())}; lower --set lr=...")
         opt.zero_grad(set_to_none=True)
-        (loss * dist.local_weight(len(y), len(idx)) if dist.active else loss).backward()
+        dist.weighted(loss, len(y), len(idx)).backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(lora_params + list(indicator.parameters()), cfg.grad_clip)
         opt.step()
-        logged = {"loss": loss.detach(), **parts_}
-        if dist.active:  # the global batch's means
-            logged = {k: dist.sum(v * len(y)) / len(idx) for k, v in logged.items()}
+        logged = dist.batch_mean({"loss": loss.detach(), **parts_}, len(y), len(idx))
         if not dist.is_main:
             continue
         append_jsonl(tmp / "train_log.jsonl", {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(time.perf_counter() - t0, 3)})

@@ -150,7 +150,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         if not torch.isfinite(loss):
             raise RunError(f"DDM step {step + 1}: the loss became {float(loss.detach())}; the last good checkpoint is {ckpt} (lower --set lr=...)")
         opt.zero_grad(set_to_none=True)
-        (loss * dist.local_weight(len(local), len(idx)) if dist.active else loss).backward()
+        dist.weighted(loss, len(local), len(idx)).backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -161,11 +161,9 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         bar.update(1)
         bar.set_postfix(mse=f"{float(parts['mse']):.4f}", ce=f"{float(parts['ce']):.3f}", refresh=False)
         if step % 25 == 0 or step == cfg.max_steps:
-            logged = {"loss": loss.detach(), **parts}
-            if dist.active:  # the global batch's means
-                logged = {k: dist.sum(v * len(local)) / len(idx) for k, v in logged.items()}
-        if (step % 25 == 0 or step == cfg.max_steps) and dist.is_main:
-            append_jsonl(run_dir / "train_log.jsonl", {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(elapsed, 3)})
+            logged = dist.batch_mean({"loss": loss.detach(), **parts}, len(local), len(idx))
+            if dist.is_main:
+                append_jsonl(run_dir / "train_log.jsonl", {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(elapsed, 3)})
         if step in cfg.snapshot_steps and dist.is_main:
             _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
         if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and dist.is_main:

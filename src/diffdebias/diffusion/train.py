@@ -252,7 +252,7 @@ def train_diffusion(
         if not torch.isfinite(loss):
             raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
         opt.zero_grad(set_to_none=True)
-        (loss * dist.local_weight(len(y), len(idx)) if dist.active else loss).backward()
+        dist.weighted(loss, len(y), len(idx)).backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
         opt.step()
@@ -263,9 +263,9 @@ def train_diffusion(
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{step * cfg.batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
         if step % 50 == 0 or step == cfg.max_steps:
-            logged = dist.sum(loss.detach() * len(y)) / len(idx) if dist.active else loss.detach()  # the global batch's
-        if (step % 50 == 0 or step == cfg.max_steps) and dist.is_main:
-            append_jsonl(log_path, {"step": step, "loss": float(logged), "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
+            logged = dist.batch_mean({"loss": loss.detach()}, len(y), len(idx))
+            if dist.is_main:
+                append_jsonl(log_path, {"step": step, "loss": float(logged["loss"]), "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
         if step in cfg.snapshot_steps and dist.is_main:
             _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
@@ -273,10 +273,10 @@ def train_diffusion(
                 raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
             if dist.is_main:
                 save_state(ckpt, {
-                "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
-            })  # fmt: skip
+                    "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                    "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                    "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
+                })  # fmt: skip
     bar.close()
     if dist.is_main:
         _save_ema(unet, ema, run_dir / "unet_ema")

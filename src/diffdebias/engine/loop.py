@@ -173,7 +173,7 @@ class Engine:
                     raise RunError(f"stage '{stage}' epoch {epoch + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
                 for opt in optimizers.values():
                     opt.zero_grad(set_to_none=True)
-                (loss * dist.local_weight(len(y), n_global) if dist.active else loss).backward()
+                dist.weighted(loss, len(y), n_global).backward()
                 if hp["grad_clip"] > 0:
                     for m in modules.values():
                         torch.nn.utils.clip_grad_norm_(m.parameters(), hp["grad_clip"])

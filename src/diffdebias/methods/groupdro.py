@@ -63,11 +63,9 @@ class GroupDRO(Method):
         sums = torch.zeros(self.num_groups, device=losses.device).index_add(0, g, losses)
         counts = torch.zeros(self.num_groups, device=losses.device).index_add(0, g, torch.ones_like(losses))
         dist = self.ctx.dist
-        if dist.active:  # group losses of the global batch; q is updated from them on every process
-            counts = dist.sum(counts)
-            global_loss = dist.sum(sums.detach()) / counts.clamp_min(1)
+        counts = dist.sum(counts)  # of the global batch: q is updated from its group losses on every process
         group_loss = sums / counts.clamp_min(1)
-        adjusted = (global_loss if dist.active else group_loss).detach().cpu() + self.adj * (counts.cpu() > 0)
+        adjusted = (dist.sum(sums.detach()) / counts.clamp_min(1)).cpu() + self.adj * (counts.cpu() > 0)
         self.q = self.q * torch.exp(self.ctx.hp["eta"] * adjusted)
         self.q = self.q / self.q.sum()
         loss = group_loss @ self.q.to(losses.device)
