@@ -155,6 +155,19 @@ def test_collect_shows_policy_and_bias_label_use(smoke_bench, tmp_path):
     assert re.fullmatch(r"\d+\.\d+ ± \d+\.\d+", table[table["method"] == "erm"]["unbiased_acc"].iloc[0])
 
 
+def test_collect_by_ratio_puts_methods_against_ratios_and_the_control(smoke_bench):
+    res = CliRunner().invoke(main, ["collect", str(smoke_bench["out"]), "--by-ratio", "unbiased_acc"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    pivot = res.output.split("colored_fmnist: unbiased_acc (test)")[1]
+    assert "| method | selection | rho = 1% | no-bias control |" in pivot
+    rows = {line.split("|")[1].strip(): line for line in pivot.splitlines() if line.startswith("| ")}
+    assert list(rows)[1:] == ["erm", "groupdro (oracle)", "ddb2"]  # registry order
+    assert rows["erm"].count("±") == 2 and "(1 seed)" in rows["erm"]  # the control has one seed, rho = 1% two
+    assert rows["ddb2"].rstrip(" |").endswith("| -")  # no ddb2 run on the control
+    bad = CliRunner().invoke(main, ["collect", str(smoke_bench["out"]), "--by-ratio", "nope"])
+    assert bad.exit_code != 0 and "unknown metric 'nope'" in bad.output
+
+
 @pytest.fixture(scope="module")
 def report_html(smoke_bench):
     res = CliRunner().invoke(main, ["report", str(smoke_bench["out"]), "--audit-epochs", "1"], catch_exceptions=False)

@@ -190,18 +190,25 @@ def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
 @click.option("--policy", type=click.Choice(["last", "val_avg", "val_worst_class", "val_unbiased", "val_wga", "val_pseudo_unbiased"]), default=None,
               help="Report non-oracle runs at the epoch this policy selects (default: each run's own selection).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+@click.option("--by-ratio", "by_ratio", multiple=True, metavar="METRIC",
+              help="Also one table per dataset of METRIC: methods x ratios, plus the no-bias control (e.g. unbiased_acc); repeatable.")
 @friendly_errors
-def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | None) -> None:
+def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | None, by_ratio: tuple[str, ...]) -> None:
     """Mean +- std over seeds of every complete run under DIRECTORY (markdown, optional CSV)."""
     from pathlib import Path
 
-    from .collect import find_results, runs_frame, summary_table, to_markdown
+    from .collect import find_results, ratio_tables, runs_frame, summary_table, to_markdown
 
     results = find_results(Path(directory))
     if not results:
         raise click.ClickException(f"no complete run (results.json + COMPLETE) under {directory}")
-    table = summary_table(runs_frame(results, split, policy))
+    frame = runs_frame(results, split, policy)
+    table = summary_table(frame)
+    pivots = {metric: ratio_tables(frame, metric) for metric in by_ratio}
     click.echo(to_markdown(table))
+    for metric, tables in pivots.items():
+        for dataset, pivot in tables.items():
+            click.echo(f"\n{dataset}: {metric} ({split})\n\n{to_markdown(pivot)}")
     if csv_path:
         from .io import atomic_path
 

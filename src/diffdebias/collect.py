@@ -96,6 +96,45 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+CONTROL_SUFFIX = " (no-bias control)"
+
+
+def ratio_tables(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """Per dataset, `metric` as mean ± std over seeds: one row per (method, selection), one column
+    per ratio and one for the dataset's no-bias control; a cell with fewer seeds than the table's
+    most says how many."""
+    if metric not in frame.columns:
+        raise ConfigError(f"unknown metric '{metric}'; valid: {', '.join(TABLE_METRICS)}")
+    frame = frame.assign(base=frame["dataset"].str.removesuffix(CONTROL_SUFFIX), column=[
+        "no-bias control" if d.endswith(CONTROL_SUFFIX) else "-" if pd.isna(r) else f"rho = {r:g}%"
+        for d, r in zip(frame["dataset"], frame["ratio"])
+    ])  # fmt: skip
+    tables = {}
+    for base, part in frame.groupby("base", sort=True):
+        columns = sorted(part["column"].unique(), key=_column_order)
+        most = part.groupby(["method", "selection", "column"]).size().max()
+        rows = []
+        for (method, selection), group in sorted(part.groupby(["method", "selection"]), key=lambda kv: _method_order(kv[0][0])):
+            row = {"method": method, "selection": selection}
+            for col in columns:
+                vals = pd.to_numeric(group.loc[group["column"] == col, metric], errors="coerce").dropna()
+                row[col] = "-" if not len(vals) else _pm(vals) + (f" ({len(vals)} seed{'s' * (len(vals) > 1)})" if len(vals) < most else "")
+            rows.append(row)
+        tables[base] = pd.DataFrame(rows)
+    return tables
+
+
+def _column_order(col: str) -> tuple[int, float]:
+    return (1, 0.0) if col == "no-bias control" else (0, float(col.removeprefix("rho = ").removesuffix("%"))) if col != "-" else (0, -1.0)
+
+
+def _method_order(label: str) -> tuple[int, str]:
+    from .methods import METHODS
+
+    name = label.removesuffix(" (oracle)")
+    return (list(METHODS).index(name) if name in METHODS else len(METHODS), label)
+
+
 def _pm(vals: pd.Series) -> str:
     mean = float(vals.mean())
     std = float(vals.std(ddof=0)) if len(vals) > 1 else 0.0
