@@ -197,23 +197,18 @@ def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | 
     """Mean +- std over seeds of every complete run under DIRECTORY (markdown, optional CSV)."""
     from pathlib import Path
 
-    from .collect import find_results, ratio_tables, runs_frame, summary_table, to_markdown
+    from .collect import find_results, runs_frame, summary_table, tables_markdown
 
     results = find_results(Path(directory))
     if not results:
         raise click.ClickException(f"no complete run (results.json + COMPLETE) under {directory}")
     frame = runs_frame(results, split, policy)
-    table = summary_table(frame)
-    pivots = {metric: ratio_tables(frame, metric) for metric in by_ratio}
-    click.echo(to_markdown(table))
-    for metric, tables in pivots.items():
-        for dataset, pivot in tables.items():
-            click.echo(f"\n{dataset}: {metric} ({split})\n\n{to_markdown(pivot)}")
+    click.echo(tables_markdown(frame, by_ratio, split), nl=False)
     if csv_path:
         from .io import atomic_path
 
         with atomic_path(csv_path) as tmp:
-            table.to_csv(tmp, index=False)
+            summary_table(frame).to_csv(tmp, index=False)
 
 
 @main.group()
@@ -357,13 +352,14 @@ def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, address: s
 
 def _write_summary(directory) -> None:
     """summary.md and summary.csv (mean +- std per metric) next to the runs."""
-    from .collect import find_results, runs_frame, summary_table, to_markdown
+    from .collect import SUMMARY_PIVOTS, find_results, runs_frame, summary_table, tables_markdown
     from .io import write_text_atomic
 
     results = find_results(directory)
     if results:
-        table = summary_table(runs_frame(results))
-        write_text_atomic(directory / "summary.md", to_markdown(table) + "\n")
+        frame = runs_frame(results)
+        table = summary_table(frame)
+        write_text_atomic(directory / "summary.md", tables_markdown(frame, SUMMARY_PIVOTS))
         write_text_atomic(directory / "summary.csv", table.to_csv(index=False))
         click.echo(f"tables: {directory / 'summary.md'}, {directory / 'summary.csv'}")
 

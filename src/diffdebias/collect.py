@@ -13,6 +13,7 @@ from .engine.run import COMPLETE
 from .errors import ConfigError
 
 TABLE_METRICS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc", "wga", "worst_class_acc")
+SUMMARY_PIVOTS = ("unbiased_acc", "conflicting_acc")  # the methods x ratios tables of a benchmark's summary.md
 
 
 def find_results(root: Path) -> list[dict]:
@@ -144,6 +145,15 @@ def _pm(vals: pd.Series) -> str:
         return f"{mean:.2g} ± {std:.2g}"
     digits = 3 if abs(mean) < 2 else 1 if mean > 100 else 2
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def tables_markdown(frame: pd.DataFrame, by_ratio: tuple[str, ...] = (), split: str = "test") -> str:
+    """The summary table, then a methods x ratios table per dataset for each metric of `by_ratio`."""
+    pivots = {metric: ratio_tables(frame, metric) for metric in by_ratio}  # checks every metric before any output
+    parts = [to_markdown(summary_table(frame))]
+    for metric, tables in pivots.items():
+        parts += [f"{dataset}: {metric} ({split})\n\n{to_markdown(pivot)}" for dataset, pivot in tables.items()]
+    return "\n\n".join(parts) + "\n"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
