@@ -106,7 +106,7 @@ PRESETS: dict[str, Preset] = {
             (Grid(CPU_CELLS, CPU_METHODS, (0, 1, 2)),),
             {},
             "10 cells x 9 methods x 3 seeds = 270 runs (240 without diffubias); on 2 CPU cores, one thread per run and two "
-            "runs side by side: colored_fmnist took about 4.5 h of run time (half that in wall time), corrupted_fmnist (the same MLP) "
+            "runs side by side: colored_fmnist took 5.2 h of run time (about half that in wall time), corrupted_fmnist (the same MLP) "
             "no more; see BENCHMARKS.md",
         ),
         Preset(
