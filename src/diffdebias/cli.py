@@ -203,12 +203,13 @@ def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | 
     if not results:
         raise click.ClickException(f"no complete run (results.json + COMPLETE) under {directory}")
     frame = runs_frame(results, split, policy)
-    click.echo(tables_markdown(frame, by_ratio, split), nl=False)
+    table = summary_table(frame)
+    click.echo(tables_markdown(table, frame, by_ratio, split), nl=False)
     if csv_path:
         from .io import atomic_path
 
         with atomic_path(csv_path) as tmp:
-            summary_table(frame).to_csv(tmp, index=False)
+            table.to_csv(tmp, index=False)
 
 
 @main.group()
@@ -359,7 +360,7 @@ def _write_summary(directory) -> None:
     if results:
         frame = runs_frame(results)
         table = summary_table(frame)
-        write_text_atomic(directory / "summary.md", tables_markdown(frame, SUMMARY_PIVOTS))
+        write_text_atomic(directory / "summary.md", tables_markdown(table, frame, SUMMARY_PIVOTS))
         write_text_atomic(directory / "summary.csv", table.to_csv(index=False))
         click.echo(f"tables: {directory / 'summary.md'}, {directory / 'summary.csv'}")
 

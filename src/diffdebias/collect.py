@@ -147,10 +147,10 @@ def _pm(vals: pd.Series) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def tables_markdown(frame: pd.DataFrame, by_ratio: tuple[str, ...] = (), split: str = "test") -> str:
-    """The summary table, then a methods x ratios table per dataset for each metric of `by_ratio`."""
+def tables_markdown(table: pd.DataFrame, frame: pd.DataFrame, by_ratio: tuple[str, ...] = (), split: str = "test") -> str:
+    """The summary `table` of `frame`, then a methods x ratios table per dataset for each metric of `by_ratio`."""
     pivots = {metric: ratio_tables(frame, metric) for metric in by_ratio}  # checks every metric before any output
-    parts = [to_markdown(summary_table(frame))]
+    parts = [to_markdown(table)]
     for metric, tables in pivots.items():
         parts += [f"{dataset}: {metric} ({split})\n\n{to_markdown(pivot)}" for dataset, pivot in tables.items()]
     return "\n\n".join(parts) + "\n"
