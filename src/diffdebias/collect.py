@@ -106,13 +106,14 @@ def ratio_tables(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
     most says how many."""
     if metric not in frame.columns:
         raise ConfigError(f"unknown metric '{metric}'; valid: {', '.join(TABLE_METRICS)}")
+    control = frame["dataset"].str.endswith(CONTROL_SUFFIX)
     frame = frame.assign(base=frame["dataset"].str.removesuffix(CONTROL_SUFFIX), column=[
-        "no-bias control" if d.endswith(CONTROL_SUFFIX) else "-" if pd.isna(r) else f"rho = {r:g}%"
-        for d, r in zip(frame["dataset"], frame["ratio"])
-    ])  # fmt: skip
+        "no-bias control" if c else "-" if pd.isna(r) else f"rho = {r:g}%" for c, r in zip(control, frame["ratio"])
+    ], column_key=[(bool(c), -1.0 if pd.isna(r) else float(r)) for c, r in zip(control, frame["ratio"])])  # fmt: skip
     tables = {}
     for base, part in frame.groupby("base", sort=True):
-        columns = sorted(part["column"].unique(), key=_column_order)
+        order = dict(zip(part["column"], part["column_key"]))  # the control column sorts last, then by ratio
+        columns = sorted(order, key=order.__getitem__)
         most = part.groupby(["method", "selection", "column"]).size().max()
         rows = []
         for (method, selection), group in sorted(part.groupby(["method", "selection"]), key=lambda kv: _method_order(kv[0][0])):
@@ -123,10 +124,6 @@ def ratio_tables(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
             rows.append(row)
         tables[base] = pd.DataFrame(rows)
     return tables
-
-
-def _column_order(col: str) -> tuple[int, float]:
-    return (1, 0.0) if col == "no-bias control" else (0, float(col.removeprefix("rho = ").removesuffix("%"))) if col != "-" else (0, -1.0)
 
 
 def _method_order(label: str) -> tuple[int, str]:
