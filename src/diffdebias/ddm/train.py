@@ -28,7 +28,7 @@ from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
 from ..diffusion.models import build_unet
 from ..diffusion.synthetic import checkpoint_digest
-from ..diffusion.train import DONE, NOT_IDENTITY, DiffusionConfig, _ema_digest, _save_ema, check_run_config, data_identity, is_trained, load_unet, noisy_batch, resolve_image_size
+from ..diffusion.train import NOT_IDENTITY, DiffusionConfig, _save_ema, check_run_config, data_identity, finish_run, is_trained, load_unet, noisy_batch, optimiser_step, resolve_image_size
 from ..diffusion.schedulers import training_scheduler
 from ..errors import ConfigError, RunError
 from ..io import append_jsonl, atomic_path, write_json_atomic
@@ -149,13 +149,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         loss, parts = ddm_loss(F.mse_loss(pred, target), predicted_noise(pred, xt, alphas, t, cfg.prediction), g, indicator_model, cfg.alpha, cfg.sign)
         if not torch.isfinite(loss):
             raise RunError(f"DDM step {step + 1}: the loss became {float(loss.detach())}; the last good checkpoint is {ckpt} (lower --set lr=...)")
-        opt.zero_grad(set_to_none=True)
-        dist.weighted(loss, len(local), len(idx)).backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        lr_sched.step()
-        ema.step(unet.parameters())
+        optimiser_step(dist.weighted(loss, len(local), len(idx)), params, opt, lr_sched, ema, unet, cfg.grad_clip)
         step += 1
         elapsed += time.perf_counter() - t0
         bar.update(1)
@@ -175,10 +169,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
     bar.close()
     if dist.is_main:
         save_weights(run_dir / "indicator.safetensors", indicator.state_dict(), {"in_features": str(channels * size * size), "num_groups": str(k)})
-        _save_ema(unet, ema, run_dir / "unet_ema")
-        write_json_atomic(run_dir / "train_summary.json", {"steps": step, "wall_time_s": round(elapsed, 3), "device": str(device), "groups": report,
-                                                           "processes": dist.size, "unet_ema_digest": _ema_digest(run_dir / "unet_ema")})  # fmt: skip
-        (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        finish_run(run_dir, unet, ema, {"steps": step, "wall_time_s": round(elapsed, 3), "device": str(device), "groups": report, "processes": dist.size})
     dist.barrier()
     return run_dir
 

@@ -251,13 +251,7 @@ def train_diffusion(
         loss = F.mse_loss(pred.float(), target)
         if not torch.isfinite(loss):
             raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
-        opt.zero_grad(set_to_none=True)
-        dist.weighted(loss, len(y), len(idx)).backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-        opt.step()
-        lr_sched.step()
-        ema.step(unet.parameters())
+        optimiser_step(dist.weighted(loss, len(y), len(idx)), list(unet.parameters()), opt, lr_sched, ema, unet, cfg.grad_clip)
         step += 1
         elapsed += time.perf_counter() - t0
         bar.update(1)
@@ -279,11 +273,8 @@ def train_diffusion(
                 })  # fmt: skip
     bar.close()
     if dist.is_main:
-        _save_ema(unet, ema, run_dir / "unet_ema")
-        summary = {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
-                   "device": str(device), "processes": dist.size, "unet_ema_digest": _ema_digest(run_dir / "unet_ema")}  # fmt: skip
-        write_json_atomic(run_dir / "train_summary.json", summary)
-        write_text_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        finish_run(run_dir, unet, ema, {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
+                                        "device": str(device), "processes": dist.size})  # fmt: skip
     dist.barrier()  # the exported model exists before any process samples from it
     return run_dir
 
@@ -353,6 +344,26 @@ def _velocity(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tenso
     """v = sqrt(a_t) * eps - sqrt(1 - a_t) * x0 (Salimans & Ho), as diffusers' get_velocity."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def optimiser_step(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, lr_sched: Any, ema: EMAModel, unet: UNet2DModel, grad_clip: float) -> None:
+    """One update: back-propagate `loss`, clip the gradient norm of `params` (when `grad_clip` > 0),
+    step the optimiser and the learning-rate schedule, then move the EMA of `unet`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    lr_sched.step()
+    ema.step(unet.parameters())
+
+
+def finish_run(run_dir: Path, unet: UNet2DModel, ema: EMAModel, summary: dict[str, Any]) -> None:
+    """Export the EMA UNet to `unet_ema/`, write `train_summary.json` (with the export's digest)
+    and then the COMPLETE marker, each atomically."""
+    _save_ema(unet, ema, run_dir / "unet_ema")
+    write_json_atomic(run_dir / "train_summary.json", {**summary, "unet_ema_digest": _ema_digest(run_dir / "unet_ema")})
+    write_text_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
 
 
 def _save_ema(unet: UNet2DModel, ema: EMAModel, path: Path) -> None:
