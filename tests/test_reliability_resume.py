@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,3 +142,62 @@ def test_sigkill_diffusion_mid_checkpoint_then_resume_equals_uninterrupted(tmp_p
     assert (cut / "COMPLETE").exists() and _same_weights(full / ema, cut / ema)
     assert _log_rows(cut / "train_log.jsonl", ("elapsed_s",)) == _log_rows(full / "train_log.jsonl", ("elapsed_s",))
     assert not list(cut.glob(".*.tmp"))  # the stale temporary file was cleaned up
+
+
+LOCK_HOLDER = r"""
+import sys, time
+from diffdebias.io import exclusive
+with exclusive(sys.argv[1], "erm run"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], env={**os.environ, **ONE_THREAD_ENV, "PYTHONPATH": SRC}, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"locked"
+    return proc
+
+
+def test_one_writer_per_run_directory_and_a_killed_writer_leaves_no_lock(tmp_path, capsys):
+    from diffdebias.bench.launch import run_spec
+    from diffdebias.bench.presets import RunSpec
+    from diffdebias.engine.run import run_method
+    from diffdebias.errors import RunBusy
+    from diffdebias.io import exclusive
+
+    run_dir = tmp_path / "bench" / "erm" / "seed0"
+    holder = _hold_lock(run_dir)
+    try:
+        with pytest.raises(RunBusy, match=f"pid {holder.pid} on .* is running this erm run now; wait for it"):
+            run_method("erm", "colored_fmnist", ratio=1.0, out=run_dir)  # refused before any data is loaded
+        outcome = run_spec(RunSpec("erm", "colored_fmnist", 1.0, 0, {}, {}, "erm/seed0"), str(tmp_path / "bench"))
+        assert outcome.status == "busy" and "is running this erm run" in outcome.error
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(run_dir, "erm run"):  # the OS dropped the killed holder's lock: nothing stale to clean up
+        assert (run_dir / ".lock").read_text() == f"pid {os.getpid()} on {socket.gethostname()}"
+
+    holder = _hold_lock(run_dir)  # a cache builder waits for the holder instead of failing
+    threading.Timer(0.5, holder.kill).start()
+    t0 = time.monotonic()
+    with exclusive(run_dir, "generator training", wait=True):
+        assert time.monotonic() - t0 >= 0.4
+    holder.wait()
+    assert f"waiting for pid {holder.pid}" in capsys.readouterr().out
+
+
+def test_a_filesystem_without_locks_is_warned_about_not_fatal(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    from diffdebias.io import exclusive
+
+    def no_locks(*a):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with exclusive(tmp_path / "run", "erm run"):
+        pass
+    assert "cannot lock (No locks available); nothing stops a second process" in capsys.readouterr().out

@@ -344,8 +344,9 @@ def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, address: s
     write_json_atomic(out_dir / "bench.json", {"preset": p.name, "description": p.description, "notes": notes,
                                                "runs": [dataclasses.asdict(s) for s in specs]})  # fmt: skip
     outcomes = launch(specs, out_dir, launcher=launcher, jobs=jobs, quiet=quiet, echo=click.echo, address=address)
-    counts = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "failed")}
-    click.echo(f"ran {counts['done']}, skipped {counts['skipped']} complete, failed {counts['failed']}")
+    counts = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "busy", "failed")}
+    busy = f", {counts['busy']} running in another process (rerun once it is done)" if counts["busy"] else ""
+    click.echo(f"ran {counts['done']}, skipped {counts['skipped']} complete{busy}, failed {counts['failed']}")
     _write_summary(out_dir)
     if counts["failed"]:
         raise click.ClickException(f"{counts['failed']} run(s) failed; fix the cause and rerun the same command to resume")

@@ -15,3 +15,7 @@ class ConfigError(DiffDebiasError):
 
 class RunError(DiffDebiasError):
     """A run cannot start or continue (bad output directory, NaN loss, ...)."""
+
+
+class RunBusy(RunError):
+    """Another process is running in the same run directory."""

@@ -7,13 +7,15 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import RunError
+from .errors import RunBusy, RunError
 
 TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
 
 
 def write_failure(path: str | os.PathLike, exc: BaseException) -> RunError:
@@ -130,6 +132,43 @@ def check_output_dir(folder: str | os.PathLike, need_bytes: int = 0, *, what: st
             f"{folder}: only {free / 2**20:.0f} MiB free, about {need_bytes / 2**20:.0f} MiB needed for this run's files; "
             f"free space or choose another {what}"
         )
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike, what: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold `folder`'s lock (an flock on `folder/.lock`) for the block, so that two processes never
+    write one run. A second process raises RunBusy at once, or with `wait` waits for the first.
+    The OS drops the lock when its holder exits, crashed or killed, so no stale lock outlives it."""
+    import fcntl
+
+    folder = Path(folder)
+    check_output_dir(folder)
+    try:
+        fh = open(folder / LOCK_NAME, "a+")
+    except OSError as exc:
+        raise RunError(f"{folder / LOCK_NAME}: cannot open the lock file ({exc.strerror or exc}); fix the folder's permissions or choose another --out") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            if not wait:
+                raise RunBusy(f"{folder}: {holder} is running this {what} now; wait for it to finish, or stop it and rerun (the run resumes), or choose another --out") from None
+            print(f"{folder}: waiting for {holder}, which is running this {what}", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as exc:  # a filesystem without locks (some network mounts): go on, unguarded
+            print(f"warning: {folder}: cannot lock ({exc.strerror or exc}); nothing stops a second process from writing here too", flush=True)
+        fh.truncate(0)
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        yield
+
+
+def build_lock(folder: str | os.PathLike, what: str, processes: int) -> contextlib.AbstractContextManager:
+    """While one process builds `folder` (a cached generator or sample set), another one waits and
+    then finds it built. The ranks of one multi-process launch coordinate by barriers instead."""
+    return exclusive(folder, what, wait=True) if processes == 1 else contextlib.nullcontext()
 
 
 def _json_default(obj: Any) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..engine.run import is_complete, run_method
+from ..errors import RunBusy
 from ..hparams import resolve_hparams
 from .presets import RunSpec
 
@@ -27,7 +28,7 @@ from .presets import RunSpec
 @dataclass
 class Outcome:
     spec: RunSpec
-    status: str  # skipped (already complete) | done | failed
+    status: str  # skipped (already complete) | done | busy (running in another process) | failed
     wall_s: float = 0.0
     error: str = ""
 
@@ -43,6 +44,8 @@ def run_spec(spec: RunSpec, out: str, quiet: bool = True) -> Outcome:
                    data_options=spec.data_options, resume=True, quiet=quiet)  # fmt: skip
     except KeyboardInterrupt:
         raise
+    except RunBusy as exc:  # another bench process is running it: its outcome is that process's
+        return Outcome(spec, "busy", time.perf_counter() - t0, str(exc))
     except Exception as exc:  # one failed run must not stop the grid; it is reported at the end
         return Outcome(spec, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
     return Outcome(spec, "done", time.perf_counter() - t0)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..distributed import current
 from ..errors import RunError
-from ..io import atomic_path, check_output_dir, file_digest, write_json_atomic
+from ..io import atomic_path, build_lock, check_output_dir, file_digest, write_json_atomic
 from ..paths import cache_home
 from ..runtime import resolve_device
 from .pipeline import ClassConditionalPipeline
@@ -103,40 +103,43 @@ def generate_synthetic(
     dist = current()
     if is_complete(out):
         return out
-    dist.barrier()  # every process has looked before the main one removes anything
-    if dist.is_main:
-        for name in ("meta.json", *ARRAYS):  # failed verification: rebuild, never use
-            (out / name).unlink(missing_ok=True)
-    parts = out / "parts"
-    unet = load_unet(run_dir, snapshot).to(resolve_device(device))
-    size, channels = unet.config.sample_size, unet.config.in_channels
-    n_classes = len(classes) if classes is not None else meta["num_classes"]
-    # parts, then images.npy beside them and its temporary copy, then grids: about 3x the pixels
-    check_output_dir(parts, 3 * n_classes * per_class * channels * size * size + 16 * 2**20)
-    train_cfg = meta["config"]
-    base = training_scheduler(train_cfg["schedule"], train_cfg["prediction"], train_cfg["timesteps"], train_cfg["beta_start"], train_cfg["beta_end"])
-    pipe = ClassConditionalPipeline(unet, sampling_scheduler(sampler, base.config), null_class=meta["num_classes"])
-    t0 = time.perf_counter()
-    todo = list(classes if classes is not None else range(meta["num_classes"]))
-    for c in todo[dist.rank :: dist.size]:
-        part = parts / f"class{c}.npy"
-        if part.exists() and _valid_part(part, per_class):
-            continue
-        gen = torch.Generator().manual_seed(seed * 100_003 + c)
-        if not quiet:
-            print(f"sampling class {c}: {per_class} images ({sampler}, {steps} steps, w={w})", flush=True)
-        images = pipe(torch.full((per_class,), c), w=w, steps=steps, generator=gen, batch_size=batch_size)
-        with atomic_path(part) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, images.numpy())
-    dist.barrier()  # every class part is written
-    if classes is not None:
+    with build_lock(out, "sampling", dist.size):  # another process building it: wait, then reuse it
+        if is_complete(out):
+            return out
+        dist.barrier()  # every process has looked before the main one removes anything
+        if dist.is_main:
+            for name in ("meta.json", *ARRAYS):  # failed verification: rebuild, never use
+                (out / name).unlink(missing_ok=True)
+        parts = out / "parts"
+        unet = load_unet(run_dir, snapshot).to(resolve_device(device))
+        size, channels = unet.config.sample_size, unet.config.in_channels
+        n_classes = len(classes) if classes is not None else meta["num_classes"]
+        # parts, then images.npy beside them and its temporary copy, then grids: about 3x the pixels
+        check_output_dir(parts, 3 * n_classes * per_class * channels * size * size + 16 * 2**20)
+        train_cfg = meta["config"]
+        base = training_scheduler(train_cfg["schedule"], train_cfg["prediction"], train_cfg["timesteps"], train_cfg["beta_start"], train_cfg["beta_end"])
+        pipe = ClassConditionalPipeline(unet, sampling_scheduler(sampler, base.config), null_class=meta["num_classes"])
+        t0 = time.perf_counter()
+        todo = list(classes if classes is not None else range(meta["num_classes"]))
+        for c in todo[dist.rank :: dist.size]:
+            part = parts / f"class{c}.npy"
+            if part.exists() and _valid_part(part, per_class):
+                continue
+            gen = torch.Generator().manual_seed(seed * 100_003 + c)
+            if not quiet:
+                print(f"sampling class {c}: {per_class} images ({sampler}, {steps} steps, w={w})", flush=True)
+            images = pipe(torch.full((per_class,), c), w=w, steps=steps, generator=gen, batch_size=batch_size)
+            with atomic_path(part) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, images.numpy())
+        dist.barrier()  # every class part is written
+        if classes is not None:
+            return out
+        elapsed = time.perf_counter() - t0
+        if dist.is_main:
+            assemble(out, meta, per_class, {"processes": dist.size, "sampler": sampler, "steps": steps, "w": w, "seed": seed, "snapshot": snapshot, "generator_run": str(run_dir), "key": key, "sampling_wall_time_s": round(elapsed, 3)})
+        dist.barrier()  # the assembled set exists before any process reads it
         return out
-    elapsed = time.perf_counter() - t0
-    if dist.is_main:
-        assemble(out, meta, per_class, {"processes": dist.size, "sampler": sampler, "steps": steps, "w": w, "seed": seed, "snapshot": snapshot, "generator_run": str(run_dir), "key": key, "sampling_wall_time_s": round(elapsed, 3)})
-    dist.barrier()  # the assembled set exists before any process reads it
-    return out
 
 
 def assemble(out: Path, gen_meta: dict, per_class: int, extra: dict) -> None:

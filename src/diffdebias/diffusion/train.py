@@ -31,7 +31,7 @@ from ..distributed import current
 from ..runtime import all_finite, channels_last_input, resolve_device, seed_everything, speed_settings
 from ..errors import ConfigError, RunError
 from ..hparams import coerce
-from ..io import append_jsonl, check_output_dir, file_digest, remove_stale_temps, write_failure, write_json_atomic, write_text_atomic
+from ..io import append_jsonl, build_lock, check_output_dir, file_digest, remove_stale_temps, write_failure, write_json_atomic, write_text_atomic
 from ..paths import cache_home
 from ..state import load_state, save_state
 from .models import PRESET_IMAGE_SIZE, build_unet
@@ -172,111 +172,114 @@ def train_diffusion(
     dist = current()
     if is_trained(run_dir):
         return run_dir
-    dist.barrier()  # every process has looked before the main one touches the folder
-    if (run_dir / DONE).exists() and dist.is_main:  # finished, but its exported weights fail to verify: export them again
-        (run_dir / DONE).unlink()
-    check_output_dir(run_dir)
-    size = resolve_image_size(cfg, data)
-    channels = data.spec.channels
-    meta = {
-        "dataset": data.name,
-        "ratio": data.info.get("ratio"),
-        "data_identity": data_identity(data),
-        "num_classes": data.num_classes,
-        "class_names": data.class_names,
-        "image_size": size,
-        "channels": channels,
-        "config": cfg.to_dict(),
-        "version": __version__,
-    }
-    if dist.is_main:
-        check_run_config(run_dir, meta, "diffusion")
+    with build_lock(run_dir, "generator training", dist.size):  # another process building it: wait, then reuse it
+        if is_trained(run_dir):
+            return run_dir
+        dist.barrier()  # every process has looked before the main one touches the folder
+        if (run_dir / DONE).exists() and dist.is_main:  # finished, but its exported weights fail to verify: export them again
+            (run_dir / DONE).unlink()
+        check_output_dir(run_dir)
+        size = resolve_image_size(cfg, data)
+        channels = data.spec.channels
+        meta = {
+            "dataset": data.name,
+            "ratio": data.info.get("ratio"),
+            "data_identity": data_identity(data),
+            "num_classes": data.num_classes,
+            "class_names": data.class_names,
+            "image_size": size,
+            "channels": channels,
+            "config": cfg.to_dict(),
+            "version": __version__,
+        }
+        if dist.is_main:
+            check_run_config(run_dir, meta, "diffusion")
 
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    unet = build_unet(cfg.preset, data.num_classes, channels, size).to(device)
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
-    noise_sched = training_scheduler(cfg.schedule, cfg.prediction, cfg.timesteps, cfg.beta_start, cfg.beta_end)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    ckpt = run_dir / "train_state.safetensors"
-    step, elapsed = 0, 0.0
-    order, cursor = torch.randperm(len(data.split("train")), generator=gen), 0
-    check_output_dir(run_dir, _expected_bytes(unet, cfg))
-    if ckpt.exists():
-        if not resume:
-            raise RunError(f"{ckpt}: an unfinished diffusion run exists here; pass --resume or choose another --out")
-        try:
-            st = load_state(ckpt)
-        except RunError as exc:
-            if not cached:
-                raise
-            print(f"warning: {exc}; training this cached generator again", flush=True)  # rebuilt, never used
-            dist.barrier()
-            if dist.is_main:
-                ckpt.unlink()
-            st = None
-        if st is not None:
-            unet.load_state_dict(st["unet"])
-            ema.load_state_dict(st["ema"])
-            opt.load_state_dict(st["opt"])
-            lr_sched.load_state_dict(st["lr_sched"])
-            gen.set_state(st["gen"])
-            torch.set_rng_state(st["rng"])
-            step, elapsed = st["step"], st["elapsed"]
-            order, cursor = st["order"], st["cursor"]
-    if dist.is_main:
-        remove_stale_temps(run_dir)  # left by an interrupted write
-        _truncate_log(run_dir / "train_log.jsonl", step)  # lines logged after the checkpoint we restart from
+        device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        unet = build_unet(cfg.preset, data.num_classes, channels, size).to(device)
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+        noise_sched = training_scheduler(cfg.schedule, cfg.prediction, cfg.timesteps, cfg.beta_start, cfg.beta_end)
+        opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        ckpt = run_dir / "train_state.safetensors"
+        step, elapsed = 0, 0.0
+        order, cursor = torch.randperm(len(data.split("train")), generator=gen), 0
+        check_output_dir(run_dir, _expected_bytes(unet, cfg))
+        if ckpt.exists():
+            if not resume:
+                raise RunError(f"{ckpt}: an unfinished diffusion run exists here; pass --resume or choose another --out")
+            try:
+                st = load_state(ckpt)
+            except RunError as exc:
+                if not cached:
+                    raise
+                print(f"warning: {exc}; training this cached generator again", flush=True)  # rebuilt, never used
+                dist.barrier()
+                if dist.is_main:
+                    ckpt.unlink()
+                st = None
+            if st is not None:
+                unet.load_state_dict(st["unet"])
+                ema.load_state_dict(st["ema"])
+                opt.load_state_dict(st["opt"])
+                lr_sched.load_state_dict(st["lr_sched"])
+                gen.set_state(st["gen"])
+                torch.set_rng_state(st["rng"])
+                step, elapsed = st["step"], st["elapsed"]
+                order, cursor = st["order"], st["cursor"]
+        if dist.is_main:
+            remove_stale_temps(run_dir)  # left by an interrupted write
+            _truncate_log(run_dir / "train_log.jsonl", step)  # lines logged after the checkpoint we restart from
 
-    train = data.split("train").with_spec(ImageSpec(size, channels, (0.5,) * channels, (0.5,) * channels))
-    alphas = noise_sched.alphas_cumprod.to(device)
-    null = data.num_classes
-    log_path = run_dir / "train_log.jsonl"
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", unit="step", disable=quiet or not dist.is_main)
-    unet.train()
-    cl = speed_settings([unet], device, channels_last=cfg.channels_last, compile=cfg.compile)
-    model = dist.wrap(unet)  # DDP under several processes: each takes its block of the global batch
-    while step < cfg.max_steps:
-        t0 = time.perf_counter()
-        if cursor + cfg.batch_size > len(order):
-            order, cursor = torch.randperm(len(train), generator=gen), 0
-        idx = order[cursor : cursor + cfg.batch_size]
-        cursor += cfg.batch_size
-        x0, y, _, _ = train.batch(dist.block(idx))
-        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            pred = model(channels_last_input(xt, cl), t, class_labels=y).sample
-        loss = F.mse_loss(pred.float(), target)
-        if not torch.isfinite(loss):
-            raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
-        optimiser_step(dist.weighted(loss, len(y), len(idx)), list(unet.parameters()), opt, lr_sched, ema, unet, cfg.grad_clip)
-        step += 1
-        elapsed += time.perf_counter() - t0
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{step * cfg.batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
-        if step % 50 == 0 or step == cfg.max_steps:
-            logged = dist.batch_mean({"loss": loss.detach()}, len(y), len(idx))
-            if dist.is_main:
-                append_jsonl(log_path, {"step": step, "loss": float(logged["loss"]), "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
-        if step in cfg.snapshot_steps and dist.is_main:
-            _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            if not all_finite(unet.parameters()):
-                raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
-            if dist.is_main:
-                save_state(ckpt, {
-                    "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                    "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
-                })  # fmt: skip
-    bar.close()
-    if dist.is_main:
-        finish_run(run_dir, unet, ema, {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
-                                        "device": str(device), "processes": dist.size})  # fmt: skip
-    dist.barrier()  # the exported model exists before any process samples from it
-    return run_dir
+        train = data.split("train").with_spec(ImageSpec(size, channels, (0.5,) * channels, (0.5,) * channels))
+        alphas = noise_sched.alphas_cumprod.to(device)
+        null = data.num_classes
+        log_path = run_dir / "train_log.jsonl"
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", unit="step", disable=quiet or not dist.is_main)
+        unet.train()
+        cl = speed_settings([unet], device, channels_last=cfg.channels_last, compile=cfg.compile)
+        model = dist.wrap(unet)  # DDP under several processes: each takes its block of the global batch
+        while step < cfg.max_steps:
+            t0 = time.perf_counter()
+            if cursor + cfg.batch_size > len(order):
+                order, cursor = torch.randperm(len(train), generator=gen), 0
+            idx = order[cursor : cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+            x0, y, _, _ = train.batch(dist.block(idx))
+            xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+                pred = model(channels_last_input(xt, cl), t, class_labels=y).sample
+            loss = F.mse_loss(pred.float(), target)
+            if not torch.isfinite(loss):
+                raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
+            optimiser_step(dist.weighted(loss, len(y), len(idx)), list(unet.parameters()), opt, lr_sched, ema, unet, cfg.grad_clip)
+            step += 1
+            elapsed += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{step * cfg.batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
+            if step % 50 == 0 or step == cfg.max_steps:
+                logged = dist.batch_mean({"loss": loss.detach()}, len(y), len(idx))
+                if dist.is_main:
+                    append_jsonl(log_path, {"step": step, "loss": float(logged["loss"]), "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
+            if step in cfg.snapshot_steps and dist.is_main:
+                _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                if not all_finite(unet.parameters()):
+                    raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
+                if dist.is_main:
+                    save_state(ckpt, {
+                        "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                        "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
+                    })  # fmt: skip
+        bar.close()
+        if dist.is_main:
+            finish_run(run_dir, unet, ema, {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
+                                            "device": str(device), "processes": dist.size})  # fmt: skip
+        dist.barrier()  # the exported model exists before any process samples from it
+        return run_dir
 
 
 def _expected_bytes(unet: UNet2DModel, cfg: DiffusionConfig) -> int:

@@ -8,6 +8,7 @@ to `runs.jsonl` in the parent directory of its run directory (config + metrics),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ from ..data.registry import load_dataset
 from ..distributed import current
 from ..errors import ConfigError, RunError
 from ..hparams import PERFORMANCE_KEYS, resolve_hparams
-from ..io import append_jsonl, check_output_dir, write_json_atomic, write_text_atomic
+from ..io import append_jsonl, exclusive, write_json_atomic, write_text_atomic
 from ..methods import get_method
 from ..runtime import resolve_device
 from .loop import Engine
@@ -58,60 +59,63 @@ def run_method(
     hp = resolve_hparams(method, dataset, overrides)
     get_policy(hp["selection"])
     run_dir = Path(out) if out is not None else default_run_dir(method, dataset, ratio, seed)
-    if is_complete(run_dir):
-        done = _read_results(run_dir)
-        if done is not None:
+    if (done := _finished(run_dir)) is not None:
+        return done
+    lock = exclusive(run_dir, f"{method} run") if current().is_main else contextlib.nullcontext()
+    with lock:  # a second process on this directory stops here (RunBusy) instead of writing it too
+        if (done := _finished(run_dir)) is not None:  # finished by another process meanwhile
             return done
-    check_output_dir(run_dir)  # permission now; free space for the stage's files in Engine.train_stage
-    energy.reset()
-    t0 = time.perf_counter()
-    with energy.stage("data"):
-        data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
-    data_time = time.perf_counter() - t0
-    config = {
-        "method": method,
-        "dataset": dataset,
-        "ratio": data.info.get("ratio"),
-        "seed": seed,
-        "root": data.info.get("root"),
-        "data_options": data.info.get("options", {}),
-        "hparams": hp,
-    }
-    _check_config(run_dir, config, resume)
-    device = resolve_device(hp["device"])
-    engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
-    result = engine.train_stage("main", method_cls, hp)
-    policy = get_policy(hp["selection"])
-    uses_train_b = method_cls.needs_bias_labels(hp)
-    results = {
-        **{k: config[k] for k in ("method", "dataset", "ratio", "seed")},
-        "selection": policy.name,
-        "selected_epoch": result.selected["epoch"],
-        "bias_labels_used": {"training": uses_train_b, "selection": policy.uses_val_bias_labels},
-        "oracle": uses_train_b,
-        "val": result.selected.get("val", {}),
-        "test": result.selected.get("test", {}),
-        "by_policy": _by_policy(result.history),
-        "wall_time_s": {"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
-        "energy": {"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
-        "notes": engine.notes,
-        "hparams": hp,
-        "data_options": config["data_options"],
-        "device": str(device),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-        "version": __version__,
-    }
-    if current().is_main:
-        write_json_atomic(run_dir / "results.json", results)
-        write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
-        append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **results})
-    current().barrier()
-    return results
+        energy.reset()
+        t0 = time.perf_counter()
+        with energy.stage("data"):
+            data = load_dataset(dataset, root=root, ratio=ratio, **(data_options or {}))
+        data_time = time.perf_counter() - t0
+        config = {
+            "method": method,
+            "dataset": dataset,
+            "ratio": data.info.get("ratio"),
+            "seed": seed,
+            "root": data.info.get("root"),
+            "data_options": data.info.get("options", {}),
+            "hparams": hp,
+        }
+        _check_config(run_dir, config, resume)
+        device = resolve_device(hp["device"])
+        engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
+        result = engine.train_stage("main", method_cls, hp)
+        policy = get_policy(hp["selection"])
+        uses_train_b = method_cls.needs_bias_labels(hp)
+        results = {
+            **{k: config[k] for k in ("method", "dataset", "ratio", "seed")},
+            "selection": policy.name,
+            "selected_epoch": result.selected["epoch"],
+            "bias_labels_used": {"training": uses_train_b, "selection": policy.uses_val_bias_labels},
+            "oracle": uses_train_b,
+            "val": result.selected.get("val", {}),
+            "test": result.selected.get("test", {}),
+            "by_policy": _by_policy(result.history),
+            "wall_time_s": {"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
+            "energy": {"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
+            "notes": engine.notes,
+            "hparams": hp,
+            "data_options": config["data_options"],
+            "device": str(device),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+            "version": __version__,
+        }
+        if current().is_main:
+            write_json_atomic(run_dir / "results.json", results)
+            write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+            append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **results})
+        current().barrier()
+        return results
 
 
-def _read_results(run_dir: Path) -> dict | None:
-    """results.json of a complete run, or None (and the run marked incomplete) when it does not parse:
-    it is then rebuilt from the finished stages, never used."""
+def _finished(run_dir: Path) -> dict | None:
+    """results.json of a complete run; None when the run is not complete, or when its results do not
+    parse (the run is then marked incomplete and rebuilt from its finished stages, never used)."""
+    if not is_complete(run_dir):
+        return None
     try:
         return json.loads((run_dir / "results.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
