@@ -177,7 +177,7 @@ def report_html(smoke_bench):
 
 def test_report_is_one_self_contained_file(report_html):
     text = report_html.read_text()
-    for section in ("results", "charts", "cost", "synthetic", "audit", "ba", "attribution"):
+    for section in ("glance", "results", "charts", "cost", "synthetic", "audit", "ba", "attribution"):
         assert f'id="{section}"' in text
     srcs = re.findall(r'src="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
@@ -209,8 +209,23 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
         driver.quit()
     assert len(tables) >= 5 and all(n >= 2 for n in tables)
     assert len(images) >= 10 and all(done and width > 0 for done, width, _ in images), images
-    assert {"Results", "Charts", "Synthetic images", "Diffusion audit", "Where the models look"} <= set(headings)
+    assert {"At a glance", "Results", "Charts", "Synthetic images", "Diffusion audit", "Where the models look"} <= set(headings)
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "report.png")
     shutil.copy(report_html, ARTIFACTS / "report.html")
     print(f"\nscreenshot: {shot} (copied to {ARTIFACTS / 'report.png'})")
+
+
+def test_glance_table_bolds_the_best_unsupervised_cell_of_each_column():
+    import pandas as pd
+
+    from diffdebias.report.html import glance_table
+
+    rows = [("erm", "last", 50.0, 86.0), ("groupdro (oracle)", "val_unbiased", 80.0, 90.0), ("ddb2", "val_pseudo_unbiased", 60.0, float("nan"))]
+    means = pd.DataFrame(rows, columns=["method", "selection", "rho = 1%", "no-bias control"])
+    text = means.astype(str)
+    out = glance_table(text, means)
+    cells = re.findall(r"<tr( class=oracle)?>(.*?)</tr>", out.split("<tbody>")[1])
+    best = [re.findall(r"<td class=best>([^<]*)</td>", body) for _, body in cells]
+    assert best == [["86.0"], [], ["60.0"]]  # the oracle is never bold, even where it is highest
+    assert [bool(o) for o, _ in cells] == [False, True, False]

@@ -100,10 +100,10 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
 CONTROL_SUFFIX = " (no-bias control)"
 
 
-def ratio_tables(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+def ratio_tables(frame: pd.DataFrame, metric: str, numeric: bool = False) -> dict[str, pd.DataFrame]:
     """Per dataset, `metric` as mean ± std over seeds: one row per (method, selection), one column
     per ratio and one for the dataset's no-bias control; a cell with fewer seeds than the table's
-    most says how many."""
+    most says how many. With `numeric`, the cells are the means as floats (NaN where no run)."""
     if metric not in frame.columns:
         raise ConfigError(f"unknown metric '{metric}'; valid: {', '.join(TABLE_METRICS)}")
     control = frame["dataset"].str.endswith(CONTROL_SUFFIX)
@@ -120,7 +120,10 @@ def ratio_tables(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
             row = {"method": method, "selection": selection}
             for col in columns:
                 vals = pd.to_numeric(group.loc[group["column"] == col, metric], errors="coerce").dropna()
-                row[col] = "-" if not len(vals) else _pm(vals) + (f" ({len(vals)} seed{'s' * (len(vals) > 1)})" if len(vals) < most else "")
+                if numeric:
+                    row[col] = float(vals.mean()) if len(vals) else math.nan
+                else:
+                    row[col] = "-" if not len(vals) else _pm(vals) + (f" ({len(vals)} seed{'s' * (len(vals) > 1)})" if len(vals) < most else "")
             rows.append(row)
         tables[base] = pd.DataFrame(rows)
     return tables

@@ -1,6 +1,7 @@
 """`diffdebias report DIR`: one self-contained HTML file of every complete run under DIR.
 
-Sections: results tables (mean ± std over seeds, selection policy and bias-label use), bar charts
+Sections: at a glance (methods x ratios per dataset, the best unsupervised cell of each column in
+bold), results tables (mean ± std over seeds, selection policy and bias-label use), bar charts
 with error bars per metric and ratio, wall time and energy / emissions per stage, per-class grids
 of the synthetic images, the diffusion audit, the Bias Amplifier diagnostics, and attribution maps
 (Grad-CAM / Integrated Gradients) of bias-conflicting test images for ERM next to the best
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..collect import dataset_label, find_results, runs_frame, summary_table
+from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, summary_table
 from ..data.registry import load_dataset
 from ..errors import RunError
 from ..io import write_json_atomic, write_text_atomic
@@ -31,6 +32,7 @@ from .attribution import attribution_maps, conflicting_test_indices, load_classi
 TABLE_COLUMNS = ("dataset", "ratio", "method", "selection", "bias_labels", "seeds", "unbiased_acc", "conflicting_acc", "aligned_acc",
                  "avg_acc", "wga", "worst_class_acc", "wall_time_s", "energy_wh", "co2_g")  # fmt: skip
 ATTRIBUTION_IMAGES = 6
+GLANCE_METRICS = 2  # the first metrics of TABLE_METRICS that the runs report, as methods x ratios tables
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -48,6 +50,7 @@ table.tbl td{padding:3px 8px;border-bottom:1px solid #eceff3;white-space:nowrap}
 table.tbl tr:hover td{background:#f4f8ff}
 img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
 .grid{display:flex;flex-wrap:wrap;gap:10px}.grid figure{margin:0;text-align:center;font-size:12px}
+table.tbl td.best{font-weight:700;background:#e3f1e5}table.tbl tr.oracle td{color:#6b7280;font-style:italic}
 .scroll{overflow-x:auto}.grid img{width:150px;image-rendering:pixelated;border:1px solid #dde1e7}
 """
 
@@ -63,6 +66,7 @@ def write_report(directory: Path, out: Path | None = None, audit_epochs: int | N
     loader = _DataCache()
     frame = runs_frame(results)
     sections = [
+        ("glance", "At a glance", _glance_section(frame)),
         ("results", "Results", _results_section(frame)),
         ("charts", "Charts", _charts_section(frame)),
         ("cost", "Wall time and energy per stage", _cost_section(results)),
@@ -107,6 +111,33 @@ def _ratio(ratio: float | None) -> str:
 
 def _table(df: pd.DataFrame) -> str:
     return '<div class="scroll">' + df.to_html(index=False, classes="tbl", border=0, escape=True, na_rep="-") + "</div>"
+
+
+def _glance_section(frame: pd.DataFrame) -> str:
+    metrics = [m for m in TABLE_METRICS if m in frame.columns and frame[m].notna().any()][:GLANCE_METRICS]
+    parts = ['<p class="note">Test split, mean ± std over seeds, methods against the ratio of bias-conflicting training '
+             "samples (and the no-bias control, where the attribute is independent of the class). <b>Bold</b>: the best method "
+             "without bias labels in each column; <i>grey</i>: the Group DRO oracle, which trains with them.</p>"]  # fmt: skip
+    tables = {m: (ratio_tables(frame, m), ratio_tables(frame, m, numeric=True)) for m in metrics}
+    for base in sorted({b for text, _ in tables.values() for b in text}):
+        for metric, (text, means) in tables.items():
+            if base in text:
+                parts.append(f"<h3>{html.escape(base)}: {html.escape(metric)}</h3>" + glance_table(text[base], means[base]))
+    return "".join(parts)
+
+
+def glance_table(text: pd.DataFrame, means: pd.DataFrame) -> str:
+    """`text` (a `ratio_tables` table) as HTML, the highest mean of each column among the rows that use
+    no bias labels in bold and the oracle rows greyed."""
+    oracle = text["method"].str.endswith("(oracle)")
+    columns = [c for c in text.columns if c not in ("method", "selection")]
+    best = {c: means.loc[~oracle, c].idxmax() if means.loc[~oracle, c].notna().any() else None for c in columns}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in text.columns)
+    rows = []
+    for i, row in text.iterrows():
+        cells = "".join(f'<td{" class=best" if best.get(c) == i else ""}>{html.escape(str(row[c]))}</td>' for c in text.columns)
+        rows.append(f'<tr{" class=oracle" if oracle[i] else ""}>{cells}</tr>')
+    return f'<div class="scroll"><table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def _results_section(frame: pd.DataFrame) -> str:
