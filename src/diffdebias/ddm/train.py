@@ -28,7 +28,7 @@ from .. import __version__
 from ..data.base import BiasedDataset, ImageSpec
 from ..diffusion.models import build_unet
 from ..diffusion.synthetic import checkpoint_digest
-from ..diffusion.train import NOT_IDENTITY, DiffusionConfig, _save_ema, check_run_config, data_identity, finish_run, is_trained, load_unet, noisy_batch, optimiser_step, resolve_image_size
+from ..diffusion.train import NOT_IDENTITY, DiffusionConfig, _save_ema, check_run_config, checkpoint_state, data_identity, finish_run, is_trained, load_unet, noisy_batch, optimiser_step, resolve_image_size, restore_state
 from ..diffusion.schedulers import training_scheduler
 from ..errors import ConfigError, RunError
 from ..io import append_jsonl, atomic_path, build_lock, write_json_atomic
@@ -107,6 +107,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
         noise_sched = training_scheduler(cfg.schedule, cfg.prediction, cfg.timesteps, cfg.beta_start, cfg.beta_end)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)  # one optimiser for both
         lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
+        stateful = {"unet": unet, "indicator": indicator, "ema": ema, "opt": opt, "lr_sched": lr_sched}  # what a checkpoint holds
         train = data.split("train").with_spec(ImageSpec(size, channels, (0.5,) * channels, (0.5,) * channels))
         gen = torch.Generator().manual_seed(cfg.seed)
         weights = _balanced_weights(train.y, groups, data.num_classes, k) if cfg.balanced else None
@@ -117,13 +118,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
             if not resume:
                 raise RunError(f"{ckpt}: an unfinished DDM run exists here; pass --resume or choose another --out")
             st = load_state(ckpt)
-            unet.load_state_dict(st["unet"])
-            indicator.load_state_dict(st["indicator"])
-            ema.load_state_dict(st["ema"])
-            opt.load_state_dict(st["opt"])
-            lr_sched.load_state_dict(st["lr_sched"])
-            gen.set_state(st["gen"])
-            torch.set_rng_state(st["rng"])
+            restore_state(st, stateful, gen)
             step, elapsed, order, cursor = st["step"], st["elapsed"], st["order"], st["cursor"]
 
         alphas = noise_sched.alphas_cumprod.to(device)
@@ -164,11 +159,7 @@ def train_ddm(data: BiasedDataset, cfg: DDMConfig, run_dir: Path | None = None, 
             if step in cfg.snapshot_steps and dist.is_main:
                 _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
             if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and dist.is_main:
-                save_state(ckpt, {
-                    "unet": unet.state_dict(), "indicator": indicator.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                    "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
-                })  # fmt: skip
+                save_state(ckpt, checkpoint_state(stateful, gen, step=step, elapsed=elapsed, order=order, cursor=cursor))
         bar.close()
         if dist.is_main:
             save_weights(run_dir / "indicator.safetensors", indicator.state_dict(), {"in_features": str(channels * size * size), "num_groups": str(k)})

@@ -202,6 +202,7 @@ def train_diffusion(
         noise_sched = training_scheduler(cfg.schedule, cfg.prediction, cfg.timesteps, cfg.beta_start, cfg.beta_end)
         opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
+        stateful = {"unet": unet, "ema": ema, "opt": opt, "lr_sched": lr_sched}  # what a checkpoint holds
         gen = torch.Generator().manual_seed(cfg.seed)
         ckpt = run_dir / "train_state.safetensors"
         step, elapsed = 0, 0.0
@@ -221,14 +222,8 @@ def train_diffusion(
                     ckpt.unlink()
                 st = None
             if st is not None:
-                unet.load_state_dict(st["unet"])
-                ema.load_state_dict(st["ema"])
-                opt.load_state_dict(st["opt"])
-                lr_sched.load_state_dict(st["lr_sched"])
-                gen.set_state(st["gen"])
-                torch.set_rng_state(st["rng"])
-                step, elapsed = st["step"], st["elapsed"]
-                order, cursor = st["order"], st["cursor"]
+                restore_state(st, stateful, gen)
+                step, elapsed, order, cursor = st["step"], st["elapsed"], st["order"], st["cursor"]
         if dist.is_main:
             remove_stale_temps(run_dir)  # left by an interrupted write
             _truncate_log(run_dir / "train_log.jsonl", step)  # lines logged after the checkpoint we restart from
@@ -269,11 +264,7 @@ def train_diffusion(
                 if not all_finite(unet.parameters()):
                     raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
                 if dist.is_main:
-                    save_state(ckpt, {
-                        "unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "lr_sched": lr_sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                        "step": step, "elapsed": elapsed, "order": order, "cursor": cursor,
-                    })  # fmt: skip
+                    save_state(ckpt, checkpoint_state(stateful, gen, step=step, elapsed=elapsed, order=order, cursor=cursor))
         bar.close()
         if dist.is_main:
             finish_run(run_dir, unet, ema, {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
@@ -347,6 +338,20 @@ def _velocity(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tenso
     """v = sqrt(a_t) * eps - sqrt(1 - a_t) * x0 (Salimans & Ho), as diffusers' get_velocity."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def checkpoint_state(parts: dict[str, Any], gen: torch.Generator, **progress: Any) -> dict[str, Any]:
+    """What a training loop checkpoints: the state of each of `parts` (models, EMA, optimiser,
+    schedule), both random generators and the loop's `progress` (step, data order, ...)."""
+    return {**{name: part.state_dict() for name, part in parts.items()}, "gen": gen.get_state(), "rng": torch.get_rng_state(), **progress}
+
+
+def restore_state(state: dict[str, Any], parts: dict[str, Any], gen: torch.Generator) -> None:
+    """Load a `checkpoint_state` back into `parts` and the random generators."""
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["rng"])
 
 
 def optimiser_step(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, lr_sched: Any, ema: EMAModel, unet: UNet2DModel, grad_clip: float) -> None:
