@@ -62,6 +62,26 @@ def test_ba_source_real_is_the_ablation(tmp_path):
     assert set(r["notes"]["ba_diagnostics"]) == {"real"} and "generator" not in r["notes"]
 
 
+def test_ba_model_sets_the_bias_amplifiers_architecture_only(tmp_path, monkeypatch):
+    require_fmnist()
+    from diffdebias.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hyperparameter 'ba_model': unknown model 'vit'; valid: mlp, cnn"):
+        run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "bad", overrides={"ba_model": "vit"}, quiet=True)
+    assert not (tmp_path / "bad").exists()  # refused before anything ran
+    models = {}
+    real_train_stage = loop_mod.Engine.train_stage
+
+    def spy(self, stage, method_cls, hp, **kw):
+        result = real_train_stage(self, stage, method_cls, hp, **kw)
+        models[f"{self.run_dir.name}/{stage}"] = type(result.method.model).__name__
+        return result
+
+    monkeypatch.setattr(loop_mod.Engine, "train_stage", spy)
+    run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_model": "cnn", "ba_compare": False}, quiet=True)
+    assert models == {"ba_synthetic/ba_zoom1_rot0": "SmallCNN", "r/main": "MLP"}
+
+
 def test_recipes_and_seeds_share_one_generator(tmp_path, monkeypatch):
     require_fmnist()
     run_method("ddb1", "colored_fmnist", ratio=1.0, seed=0, out=tmp_path / "a", overrides=TINY, quiet=True)

@@ -73,8 +73,10 @@ def train_bias_amplifier(engine: Engine, hp: dict, source: str, ba_data, augment
         raise ConfigError(f"ba_loss must be 'gce' or 'ce', got {hp['ba_loss']!r}")
     ba_engine = Engine(ba_data, engine.run_dir / f"ba_{source}", engine.seed, engine.device, quiet=engine.quiet, resume=True)
     scale, rotate = augment
+    arch = hp["ba_model"] or hp["model"]
     ba_hp = {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "weight_decay": hp["ba_weight_decay"],
-             "augment": False, "affine_scale": scale, "affine_rotate": rotate}  # fmt: skip
+             "augment": False, "affine_scale": scale, "affine_rotate": rotate,
+             "model": arch, "pretrained": hp["pretrained"] if arch == hp["model"] else ""}  # fmt: skip
     with energy.stage(f"ba_{source}"):
         result = ba_engine.train_stage(f"ba_zoom{scale:g}_rot{rotate:g}", GCE if hp["ba_loss"] == "gce" else ERM, ba_hp)
     engine.stage_times[f"ba_{source}"] = engine.stage_times.get(f"ba_{source}", 0.0) + result.wall_time_s

@@ -53,6 +53,7 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_q": 0.7,
     "ba_epochs": 20,
     "ba_weight_decay": 0.0,
+    "ba_model": "",  # the BA's architecture (mlp | cnn | resnet18 | resnet50); empty = the debiased model's
     # geometric augmentation of the BA's training images: auto (level chosen by the BA's accuracy
     # on the real validation split, no bias labels; ddb.choose_ba_augment) | fixed (the two below) | none
     "ba_augment": "auto",
@@ -153,6 +154,11 @@ def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None 
         if key not in hp:
             raise ConfigError(f"unknown hyperparameter '{key}' for method '{method}'; valid keys: {', '.join(sorted(hp))}")
         hp[key] = coerce(value, hp[key], key)
+    from .models import MODEL_NAMES
+
+    for key in ("model", "ba_model"):  # checked now, not when the stage that builds it starts
+        if hp.get(key) and hp[key] not in MODEL_NAMES:
+            raise ConfigError(f"hyperparameter '{key}': unknown model {hp[key]!r}; valid: {', '.join(MODEL_NAMES)}")
     return hp
 
 
