@@ -106,8 +106,8 @@ PRESETS: dict[str, Preset] = {
             (Grid(CPU_CELLS, CPU_METHODS, (0, 1, 2)),),
             {},
             "10 cells x 9 methods x 3 seeds = 270 runs (240 without diffubias); on 2 CPU cores, one thread per run and two "
-            "runs side by side: colored_fmnist took 5.2 h of run time (about half that in wall time), corrupted_fmnist (the same MLP) "
-            "no more; see BENCHMARKS.md",
+            "runs side by side: 9.2 h of run time (colored_fmnist 5.2 h, corrupted_fmnist 4.0 h), about half that in wall time; "
+            "see BENCHMARKS.md",
         ),
         Preset(
             "paper",
