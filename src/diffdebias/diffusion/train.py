@@ -203,6 +203,7 @@ def train_diffusion(
         opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
         stateful = {"unet": unet, "ema": ema, "opt": opt, "lr_sched": lr_sched}  # what a checkpoint holds
+        params = list(unet.parameters())  # the tensors that gradient clipping sees, listed once
         gen = torch.Generator().manual_seed(cfg.seed)
         ckpt = run_dir / "train_state.safetensors"
         step, elapsed = 0, 0.0
@@ -249,7 +250,7 @@ def train_diffusion(
             loss = F.mse_loss(pred.float(), target)
             if not torch.isfinite(loss):
                 raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
-            optimiser_step(dist.weighted(loss, len(y), len(idx)), list(unet.parameters()), opt, lr_sched, ema, unet, cfg.grad_clip)
+            optimiser_step(dist.weighted(loss, len(y), len(idx)), params, opt, lr_sched, ema, unet, cfg.grad_clip)
             step += 1
             elapsed += time.perf_counter() - t0
             bar.update(1)
