@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from diffdebias.data.registry import load_dataset
-from diffdebias.ddb import BA_AUGMENT_GRID, ba_training_data, train_bias_amplifier
+from diffdebias.stages.bias_amplifier import BA_AUGMENT_GRID, ba_training_data, train_bias_amplifier
 from diffdebias.engine.loop import Engine
 from diffdebias.engine.metrics import majority_bias
 from diffdebias.hparams import resolve_hparams

@@ -27,7 +27,7 @@ import numpy as np
 from diffdebias.data import load_dataset
 from diffdebias.ddm.evaluate import evaluate_samples, load_samples
 from diffdebias.ddm.train import DDMConfig, train_ddm
-from diffdebias.diffusion.audit import train_judges
+from diffdebias.audit import train_judges
 from diffdebias.diffusion.synthetic import generate_synthetic
 from diffdebias.diffusion.train import DiffusionConfig, train_diffusion
 from diffdebias.io import write_json_atomic, write_text_atomic
@@ -57,7 +57,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("colored_fmnist_pair", root=args.root, size=args.size)
     t0, c0 = time.perf_counter(), time.process_time()
-    base = train_diffusion(data, DiffusionConfig.for_dataset(data.name, {"max_steps": args.base_steps, "warmup_steps": 50}), quiet=True)
+    base = train_diffusion(data, DiffusionConfig.resolve(data, {"max_steps": args.base_steps, "warmup_steps": 50}), quiet=True)
     judges = train_judges(data)
     setup_s, setup_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     print(f"base generator {base}; set-up {setup_s:.0f} s; judges: attribute {judges['bias']['test_acc']:.1f}%, class {judges['class']['test_acc']:.1f}%", flush=True)
@@ -84,7 +84,7 @@ def main() -> None:
             else:
                 overrides = {k: v for k, v in row.items() if k != "name"} | {
                     "init": str(base), "max_steps": args.steps, "warmup_steps": 5, "seed": seed, "checkpoint_every": args.steps}
-                run = train_ddm(data, DDMConfig.for_dataset(data.name, overrides), quiet=True)
+                run = train_ddm(data, DDMConfig.resolve(data, overrides), quiet=True)
                 train_s = time.perf_counter() - t1
             folder = generate_synthetic(run, args.per_class, sampler="dpmpp", steps=10, w=0.0, seed=seed, quiet=True)
             report = evaluate(folder)

@@ -24,7 +24,7 @@ import torch
 
 from diffdebias.data.base import TensorSplit
 from diffdebias.data.registry import load_dataset
-from diffdebias.diffusion.audit import VIEWS, train_judges
+from diffdebias.audit import VIEWS, train_judges
 from diffdebias.diffusion.train import DiffusionConfig, train_diffusion
 from diffdebias.diffubias.generators import LocalConditionalGenerator, fit_to_spec
 from diffdebias.engine.metrics import majority_bias
@@ -52,7 +52,7 @@ def main() -> None:
     picks = torch.cat([c[torch.randperm(len(c), generator=gen)[: args.per_class]] for c in (conflicting[train.y[conflicting] == k] for k in range(data.num_classes))])
     sources = train.subset(picks)
     device = resolve_device("auto")
-    run = train_diffusion(data, DiffusionConfig.for_dataset(data.name, {"seed": 0, "device": str(device)}), quiet=True)
+    run = train_diffusion(data, DiffusionConfig.resolve(data, {"seed": 0, "device": str(device)}), quiet=True)
     judges = train_judges(data)
 
     def judge(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from diffdebias.data import load_dataset
-from diffdebias.diffusion.audit import audit_synthetic, train_judges
+from diffdebias.audit import audit_synthetic, train_judges
 from diffdebias.diffusion.synthetic import generate_synthetic
 from diffdebias.diffusion.train import DiffusionConfig, train_diffusion
 

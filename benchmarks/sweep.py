@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def _one(job: tuple) -> dict:
-    from diffdebias.engine.run import run_method
+    from diffdebias.run import run_method
 
     method, overrides, seed, dataset, ratio, out = job
     r = run_method(method, dataset, ratio=ratio, seed=seed, out=out, overrides=overrides, quiet=True)

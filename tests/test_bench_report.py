@@ -24,7 +24,7 @@ from diffdebias.cli import main
 from diffdebias.data.base import ImageSpec
 from diffdebias.data.injected import build_injected
 from diffdebias.data.registry import get_entry, resolve_ratio
-from diffdebias.methods import METHODS
+from diffdebias.recipes import METHODS
 
 from .conftest import require_fmnist
 
@@ -46,8 +46,8 @@ def test_presets_cover_the_issue_grid():
     smoke = expand(get_preset("smoke"))
     assert all(s.overrides["epochs"] == 2 for s in smoke)
     ddb = [s for s in smoke if s.method == "ddb2"]
-    assert ddb and all(s.overrides["gen_steps"] == 40 for s in ddb)
-    assert all("gen_steps" not in s.overrides for s in smoke if s.method == "erm")  # only where declared
+    assert ddb and all(s.overrides["gen.max_steps"] == 40 for s in ddb)
+    assert all("gen.max_steps" not in s.overrides for s in smoke if s.method == "erm")  # only where declared
     assert len({generator_key(s) for s in ddb}) == 1  # both seeds share one generator
 
 
@@ -155,13 +155,24 @@ def test_collect_shows_policy_and_bias_label_use(smoke_bench, tmp_path):
     assert re.fullmatch(r"\d+\.\d+ ± \d+\.\d+", table[table["method"] == "erm"]["unbiased_acc"].iloc[0])
 
 
+def test_generator_key_for_every_run_of_every_preset():
+    """Regression: generator_key read `syn_per_class`, which DiffuBias does not declare (KeyError
+    before any run of `bench --jobs 2` or `--launcher ray`). DiffuBias shares DDB's generator."""
+    from diffdebias.bench.launch import generator_key
+
+    for name in ("smoke", "cpu", "paper"):
+        keys = {s.method: generator_key(s) for s in expand(get_preset(name)) if s.seed == 0 and s.ratio in (1.0, None)}
+        assert keys["erm"] is None and keys["ddb2"] is not None
+        assert keys.get("diffubias", keys["ddb2"]) == keys["ddb2"]
+
+
 def test_collect_by_ratio_puts_methods_against_ratios_and_the_control(smoke_bench):
     res = CliRunner().invoke(main, ["collect", str(smoke_bench["out"]), "--by-ratio", "unbiased_acc"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     pivot = res.output.split("colored_fmnist: unbiased_acc (test)")[1]
     assert "| method | selection | rho = 1% | no-bias control |" in pivot
     rows = {line.split("|")[1].strip(): line for line in pivot.splitlines() if line.startswith("| ")}
-    assert list(rows)[1:] == ["erm", "groupdro (oracle)", "ddb2"]  # registry order
+    assert list(rows)[1:] == ["erm", "groupdro (oracle)", "ddb2", "diffubias"]  # registry order
     assert rows["erm"].count("±") == 2 and "(1 seed)" in rows["erm"]  # the control has one seed, rho = 1% two
     assert rows["ddb2"].rstrip(" |").endswith("| -")  # no ddb2 run on the control
     bad = CliRunner().invoke(main, ["collect", str(smoke_bench["out"]), "--by-ratio", "nope"])

@@ -6,11 +6,11 @@ from click.testing import CliRunner
 from diffdebias.cli import main
 from diffdebias.diffusion import train as train_mod
 from diffdebias.engine import loop as loop_mod
-from diffdebias.engine.run import run_method
+from diffdebias.run import run_method
 
 from .conftest import require_fmnist
 
-TINY = {"epochs": 1, "batch_size": 512, "gen_steps": 6, "syn_per_class": 4, "sampler_steps": 2, "ba_epochs": 1, "ba_augment": "none"}
+TINY = {"epochs": 1, "batch_size": 512, "gen.max_steps": 6, "syn_per_class": 4, "sampler_steps": 2, "ba_epochs": 1, "ba_augment": "none"}
 
 
 @pytest.mark.parametrize("method", ["ddb1", "ddb1_errset", "ddb2"])
@@ -74,7 +74,7 @@ def test_ba_model_sets_the_bias_amplifiers_architecture_only(tmp_path, monkeypat
 
     def spy(self, stage, method_cls, hp, **kw):
         result = real_train_stage(self, stage, method_cls, hp, **kw)
-        models[f"{self.run_dir.name}/{stage}"] = type(result.method.model).__name__
+        models[f"{self.run_dir.name}/{stage}"] = type(result.trainer.model).__name__
         return result
 
     monkeypatch.setattr(loop_mod.Engine, "train_stage", spy)

@@ -20,9 +20,10 @@ from diffdebias.ddm.groups import agreement, infer_groups, resolve_groups
 from diffdebias.ddm.indicator import Indicator, ddm_loss, predicted_noise
 from diffdebias.ddm.metrics import bootstrap_proportions, fairness_discrepancy, frechet_distance, statistical_parity_difference
 from diffdebias.ddm.train import DDMConfig, train_ddm
+from diffdebias.diffusion import train as diffusion_train_mod
 from diffdebias.diffusion.schedulers import training_scheduler
 from diffdebias.engine.loop import Engine
-from diffdebias.errors import ConfigError, DatasetError
+from diffdebias.errors import ConfigError, DatasetError, RunError
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 TINY = {"max_steps": 4, "batch_size": 8, "warmup_steps": 1, "checkpoint_every": 2, "device": "cpu"}
@@ -163,22 +164,57 @@ def test_train_writes_a_sampleable_run_and_resumes_exactly(colour_data, tmp_path
     for f in ("COMPLETE", "config.json", "groups.json", "groups.npy", "indicator.safetensors", "unet_ema", "train_log.jsonl"):
         assert (full / f).exists(), f
     assert load_file(full / "indicator.safetensors")["net.5.weight"].shape == (2, 512)
-    real_save = ddm_train_mod.save_state
+    real_save = diffusion_train_mod.save_state
 
     def crash_on_second_checkpoint(path, state):
         if state["step"] == 4:
             raise KeyboardInterrupt("simulated interruption")
         real_save(path, state)
 
-    monkeypatch.setattr(ddm_train_mod, "save_state", crash_on_second_checkpoint)
+    monkeypatch.setattr(diffusion_train_mod, "save_state", crash_on_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train_ddm(colour_data, DDMConfig.from_overrides(cfg), tmp_path / "cut", quiet=True)
-    monkeypatch.setattr(ddm_train_mod, "save_state", real_save)
+    assert [json.loads(ln)["step"] for ln in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()] == [4]  # logged past the checkpoint (2)
+    monkeypatch.setattr(diffusion_train_mod, "save_state", real_save)
     resumed = train_ddm(colour_data, DDMConfig.from_overrides(cfg), tmp_path / "cut", quiet=True)
     a = load_file(full / "unet_ema" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "unet_ema" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(load_file(full / "indicator.safetensors")["net.1.weight"], load_file(resumed / "indicator.safetensors")["net.1.weight"])
+    logs = [(d / "train_log.jsonl").read_text().splitlines() for d in (full, resumed)]
+    assert [json.loads(ln)["step"] for ln in logs[1]] == [4]  # the line logged after the last checkpoint was dropped on resume
+    assert [{k: v for k, v in json.loads(ln).items() if k != "elapsed_s"} for ln in logs[1]] == [{k: v for k, v in json.loads(ln).items() if k != "elapsed_s"} for ln in logs[0]]
+    assert {"mse", "ce", "indicator_acc", "lr"} <= json.loads(logs[0][0]).keys()
+
+
+def test_damaged_cached_ddm_checkpoint_is_trained_again(colour_data):
+    cfg = {**TINY, "groups": "inferred"}
+    run = train_ddm(colour_data, DDMConfig.from_overrides(cfg), quiet=True)  # the cache (isolated by conftest)
+    assert run.parent.name == "ddm" and (run / "groups.json").exists()
+    good = (run / "unet_ema" / "diffusion_pytorch_model.safetensors").read_bytes()
+    (run / "COMPLETE").unlink()
+    (run / "train_state.safetensors").write_bytes(b"damaged")
+    assert train_ddm(colour_data, DDMConfig.from_overrides(cfg), quiet=True) == run
+    assert (run / "unet_ema" / "diffusion_pytorch_model.safetensors").read_bytes() == good
+    (run / "COMPLETE").unlink()
+    (run / "train_state.safetensors").write_bytes(b"damaged")
+    with pytest.raises(RunError, match="train_state.safetensors"):  # an explicit --out is never trained over silently
+        train_ddm(colour_data, DDMConfig.from_overrides(cfg), run, quiet=True)
+
+
+def test_nonfinite_ddm_weights_stop_at_the_checkpoint(colour_data, tmp_path, monkeypatch):
+    real_step = diffusion_train_mod.optimiser_step
+
+    def poison_the_indicator_at_step_2(loss, params, opt, *rest):  # the warm-up's copies get it too, unchecked
+        real_step(loss, params, opt, *rest)
+        if opt.state[params[0]]["step"] == 2:
+            with torch.no_grad():
+                params[-1].fill_(float("nan"))
+
+    monkeypatch.setattr(diffusion_train_mod, "optimiser_step", poison_the_indicator_at_step_2)
+    with pytest.raises(RunError, match="DDM step 2: the model holds non-finite weights"):
+        train_ddm(colour_data, DDMConfig.from_overrides(TINY), tmp_path / "nan", quiet=True)
+    assert not (tmp_path / "nan" / "train_state.safetensors").exists()
 
 
 def test_balanced_sampling_and_fine_tuning_from_a_run(colour_data, tmp_path):
@@ -235,7 +271,7 @@ def test_evaluate_samples_hand_values(colour_data, tmp_path):
 def test_cli_train_sample_eval(colour_root, tmp_path):
     runner = CliRunner()
     common = ["--dataset", "folder_csv", "--root", str(colour_root), "--set", "data.image_size=8"]
-    tiny = {**TINY, "groups": "inferred", "preset": "cpu-tiny", "image_size": 8}  # folder_csv defaults to the paper preset
+    tiny = {**TINY, "groups": "inferred", "preset": "cpu-tiny", "image_size": 8}
     res = runner.invoke(main, ["ddm", "train", *common, "--out", str(tmp_path / "run"), "-q", *sum((["--set", f"{k}={v}"] for k, v in tiny.items()), [])])
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["diffusion", "sample", "--run", str(tmp_path / "run"), "--per-class", "6", "--steps", "2", "--out", str(tmp_path / "s"), "-q"])

@@ -15,9 +15,9 @@ from diffdebias.data.base import ImageSpec, TensorSplit
 from diffdebias.data.concat import ConcatSplit
 from diffdebias.diffubias.candidates import default_k, top_k_per_class
 from diffdebias.diffubias.text_filter import content_words, filter_captions
-from diffdebias.diffusion import audit as audit_mod
+from diffdebias import audit as audit_mod
 from diffdebias.engine import loop as loop_mod
-from diffdebias.engine import run as run_mod
+from diffdebias import run as run_mod
 
 TINY = {"bias_epochs": 1, "epochs": 1, "batch_size": 512, "num_candidates": 2}
 
@@ -91,7 +91,7 @@ def test_local_conditional_trains_on_real_plus_synthetic(tmp_path, monkeypatch, 
     real_judges = audit_mod.train_judges
     monkeypatch.setattr(audit_mod, "train_judges", lambda data: real_judges(data, epochs=1))
     seen = _spy_main_split(monkeypatch)
-    res = _run(tmp_path, "lc", sets={"num_captions": 2, "gen_steps": 2, "sampler_steps": 4})
+    res = _run(tmp_path, "lc", sets={"num_captions": 2, "gen.max_steps": 2, "sampler_steps": 4})
     assert res.exit_code == 0, res.output
     run = tmp_path / "lc"
     r = json.loads((run / "results.json").read_text())
@@ -224,3 +224,22 @@ def test_sdedit_noises_to_strength_and_denoises_with_the_label():
         change[s] = float((out.float() - 127.5).abs().mean())
     assert calls[0][0] == 999  # strength 1 starts at the top of the (trailing) schedule
     assert change[0.1] < 25 < change[0.5] < change[1.0]
+
+
+def test_generated_images_are_a_complete_synthetic_set(tmp_path):
+    """DiffuBias's generated/ goes through the one synthetic-set writer: it verifies as complete (so a
+    resumed run or another process reuses it instead of generating again) and loads as `synthetic`."""
+    from diffdebias.data.registry import load_dataset
+    from diffdebias.data.synthetic import is_complete
+    from diffdebias.diffubias.stages import _write_generated
+
+    spec = ImageSpec(8, 3, (0.5,) * 3, (0.5,) * 3)
+    data = type("D", (), {"num_classes": 2, "class_names": ["a", "b"], "name": "toy", "info": {"ratio": 1.0}, "spec": spec})()
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    labels, sources = torch.tensor([0, 0, 0, 1, 1, 1]), torch.arange(6) * 7
+    _write_generated(tmp_path / "generated", images, images, labels, sources, [None] * 6, data, {"generator": "local-conditional"})
+    assert is_complete(tmp_path / "generated")
+    assert np.load(tmp_path / "generated" / "sources.npy").tolist() == sources.tolist()
+    assert len(load_dataset("synthetic", root=tmp_path / "generated").split("train")) == 4
+    np.save(tmp_path / "generated" / "sources.npy", np.zeros(6, dtype=np.int64))  # a changed array: no longer complete
+    assert not is_complete(tmp_path / "generated")

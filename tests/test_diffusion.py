@@ -10,7 +10,7 @@ from diffdebias.diffusion import pipeline as pipeline_mod
 from diffdebias.diffusion import train as train_mod
 from diffdebias.diffusion.pipeline import ClassConditionalPipeline, guided_output
 from diffdebias.diffusion.synthetic import generate_synthetic
-from diffdebias.diffusion.train import DiffusionConfig, load_unet, train_diffusion
+from diffdebias.diffusion.train import DiffusionConfig, load_unet, train_diffusion, train_identity
 from diffdebias.errors import ConfigError
 
 TINY = {"max_steps": 6, "batch_size": 8, "warmup_steps": 2, "checkpoint_every": 3}
@@ -123,3 +123,10 @@ def test_config_errors(tmp_path, cfmnist):
         sampling_scheduler("euler", train_mod.training_scheduler("cosine", "epsilon").config)
     assert DiffusionConfig.from_overrides({"snapshot_steps": "2,4"}).snapshot_steps == [2, 4]
     assert np.isclose(DiffusionConfig.from_overrides({"lr": "1e-3"}).lr, 1e-3)
+
+
+def test_colored_fmnist_cpu_identity_is_pinned(cfmnist):
+    """The cache key of the default CPU generator, as computed before `preset=auto` (cached
+    generators and archived results are keyed by it)."""
+    for overrides in ({}, {"seed": 0, "device": "cpu"}):
+        assert train_identity(cfmnist, DiffusionConfig.resolve(cfmnist, overrides, device="cpu")) == "40c44f0313b8d1df48fc"

@@ -20,7 +20,7 @@ from diffdebias.distributed import Dist
 from diffdebias.engine.loop import Engine
 from diffdebias.hparams import resolve_hparams
 from diffdebias.data import load_dataset
-from diffdebias.methods import get_method
+from diffdebias.models import build_model
 
 from .conftest import require_fmnist
 from .tiny_data import CLS_SETS, ONE_THREAD_ENV, make_folder_csv
@@ -72,8 +72,7 @@ def test_classifier_under_accelerate_launch_equals_one_process(method, tmp_path)
     data = load_dataset("folder_csv", root=tmp_path / "data", image_size=8)
     hp = resolve_hparams(method, "folder_csv", {k: v for k, v in CLS_SETS.items() if not k.startswith("data.")})
     engine = Engine(data, tmp_path / "eval", 0, torch.device("cpu"), quiet=True)
-    method_obj = get_method(method)(engine.context(get_method(method), hp))
-    model = method_obj.eval_model()
+    model = build_model(hp["model"], data.num_classes, data.spec)
     model.load_state_dict(load_file(run / "main.model.safetensors"))
     single = engine.evaluate(model, hp)
     for split in ("val", "test"):

@@ -7,10 +7,10 @@ from click.testing import CliRunner
 
 from diffdebias.cli import main
 from diffdebias.engine.loop import Engine
-from diffdebias.engine.run import run_method
+from diffdebias.run import run_method
 from diffdebias.errors import ConfigError, RunError
 from diffdebias.hparams import resolve_hparams
-from diffdebias.methods import ERM
+from diffdebias.trainers import ERM
 
 from .conftest import require_fmnist
 

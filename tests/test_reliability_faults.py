@@ -28,10 +28,10 @@ from diffdebias.diffusion.pipeline import ClassConditionalPipeline
 from diffdebias.diffusion.synthetic import generate_synthetic
 from diffdebias.diffusion.train import DiffusionConfig, train_diffusion
 from diffdebias.engine.loop import Engine
-from diffdebias.engine.run import run_method
+from diffdebias.run import run_method
 from diffdebias.errors import DatasetError, RunError
 from diffdebias.io import atomic_path, check_output_dir, write_text_atomic
-from diffdebias.methods.erm import ERM
+from diffdebias.trainers import ERM
 from diffdebias.state import load_state, save_state
 
 from .tiny_data import CLS_SETS, DIFF_SETS, make_folder_csv, make_synthetic_set, one_thread  # noqa: F401 (fixture)
@@ -70,7 +70,7 @@ def diff_ref(tmp_path_factory, one_thread):
     """The tiny synthetic set and an uninterrupted diffusion run on it."""
     base = tmp_path_factory.mktemp("diff")
     data = load_dataset("synthetic", root=make_synthetic_set(base / "data"))
-    return base, data, train_diffusion(data, DiffusionConfig.for_dataset("synthetic", DIFF_SETS), base / "ref", quiet=True)
+    return base, data, train_diffusion(data, DiffusionConfig.from_overrides(DIFF_SETS), base / "ref", quiet=True)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def ref_samples(diff_ref) -> Path:
 
 
 def diff_cfg() -> DiffusionConfig:
-    return DiffusionConfig.for_dataset("synthetic", DIFF_SETS)
+    return DiffusionConfig.from_overrides(DIFF_SETS)
 
 
 def fail_on_call(n: int, exc: BaseException, real):
@@ -215,6 +215,7 @@ def test_diffusion_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(diff_
         return value * bad if calls["n"] == 3 else value
 
     monkeypatch.setattr(train_mod, "F", types.SimpleNamespace(mse_loss=mse_loss))
+    monkeypatch.setattr(train_mod, "seconds_per_step", lambda *a: (0.0, 0))  # no warm-up steps: only training calls mse_loss
     with pytest.raises(RunError, match=rf"diffusion step 3: the loss became {bad}; the last good checkpoint .*train_state.safetensors is intact"):
         train_diffusion(data, diff_cfg(), out, quiet=True)
     assert load_state(out / "train_state.safetensors")["step"] == 2

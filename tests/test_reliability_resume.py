@@ -35,7 +35,7 @@ CLASSIFIER_CHILD = r"""
 import sys, time
 from pathlib import Path
 from diffdebias.engine.loop import Engine
-from diffdebias.methods.erm import ERM
+from diffdebias.trainers import ERM
 ready, seen = Path(sys.argv[1]), {"checkpoints": 0, "steps": 0}
 real_checkpoint, real_loss = Engine._checkpoint, ERM.loss
 def checkpoint(self, *a, **k):
@@ -162,7 +162,7 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
 def test_one_writer_per_run_directory_and_a_killed_writer_leaves_no_lock(tmp_path, capsys):
     from diffdebias.bench.launch import run_spec
     from diffdebias.bench.presets import RunSpec
-    from diffdebias.engine.run import run_method
+    from diffdebias.run import run_method
     from diffdebias.errors import RunBusy
     from diffdebias.io import exclusive
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .cli_common import dataset_options, friendly_errors, parse_sets
 from .data.registry import dataset_names, get_entry, load_dataset, resolve_root
 
@@ -84,7 +84,7 @@ def datasets_show(name: str, root: str | None, ratio: float | None, sets: tuple[
 def run_cmd(method, dataset, root, ratio, seed, out, sets, ba_source, captioner, generator, captioner_model, t2i_model, resume, quiet) -> None:
     """Train METHOD (erm, gce, lff, jtt, groupdro, ddb1, ddb1_errset, ddb2, diffubias) on a dataset; writes results.json."""
     from .cli_common import split_data_options
-    from .engine.run import run_method
+    from .run import run_method
     from .report_text import results_line
 
     data_opts, overrides = split_data_options(parse_sets(sets))
@@ -132,8 +132,9 @@ def diffusion_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
     from .diffusion.train import DiffusionConfig, train_diffusion
 
     data_opts, overrides = split_data_options(parse_sets(sets))
-    cfg = DiffusionConfig.for_dataset(dataset, overrides)
+    DiffusionConfig.from_overrides(overrides)  # unknown keys fail before the data loads
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
+    cfg = DiffusionConfig.resolve(data, overrides)
     run_dir = train_diffusion(data, cfg, out, resume=resume, quiet=quiet)
     click.echo(f"diffusion model: {run_dir}")
 
@@ -171,7 +172,7 @@ def diffusion_sample(run_dir, per_class, sampler, steps, w, seed, snapshot, out,
 def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
     """Conditional accuracy and bias alignment rate of a synthetic set (bias labels for evaluation only)."""
     from .cli_common import split_data_options
-    from .diffusion.audit import audit_synthetic
+    from .audit import audit_synthetic
     from .io import write_json_atomic
 
     data_opts, _ = split_data_options(parse_sets(sets))
@@ -232,8 +233,9 @@ def ddm_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
     from .ddm.train import DDMConfig, train_ddm
 
     data_opts, overrides = split_data_options(parse_sets(sets))
-    cfg = DDMConfig.for_dataset(dataset, overrides)
+    DDMConfig.from_overrides(overrides)  # unknown keys fail before the data loads
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
+    cfg = DDMConfig.resolve(data, overrides)
     run_dir = train_ddm(data, cfg, out, resume=resume, quiet=quiet)
     click.echo(f"DDM generator: {run_dir}  (sample it with `diffdebias diffusion sample --run {run_dir} ...`)")
 
@@ -320,7 +322,7 @@ def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, address: s
 
     from .bench import expand, get_preset, launch
     from .bench.launch import check_launcher
-    from .engine.run import is_complete
+    from .run import is_complete
     from .io import write_json_atomic
 
     p = get_preset(preset)

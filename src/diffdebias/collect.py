@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .engine.run import COMPLETE
+from .data.registry import get_entry
+from .recipes import METHODS
+from .run import COMPLETE
 from .errors import ConfigError
 
 TABLE_METRICS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc", "wga", "worst_class_acc")
@@ -62,8 +64,6 @@ def runs_frame(results: list[dict], split: str = "test", policy: str | None = No
 
 def dataset_label(r: dict) -> str:
     """The dataset's name, with its non-default options (e.g. the no-bias control) appended."""
-    from .data.registry import get_entry
-
     try:
         defaults = get_entry(r["dataset"]).options
     except ConfigError:  # a dataset no longer registered: show every option
@@ -130,8 +130,6 @@ def ratio_tables(frame: pd.DataFrame, metric: str, numeric: bool = False) -> dic
 
 
 def _method_order(label: str) -> tuple[int, str]:
-    from .methods import METHODS
-
     name = label.removesuffix(" (oracle)")
     return (list(METHODS).index(name) if name in METHODS else len(METHODS), label)
 

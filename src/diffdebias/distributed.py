@@ -155,7 +155,7 @@ def current() -> Dist:
 
 @contextmanager
 def swapped(owner: object, wrapped: dict[str, torch.nn.Module]) -> Iterator[None]:
-    """Temporarily replace the attributes of `owner` (a method) that hold the modules wrapped in
+    """Temporarily replace the attributes of `owner` (a trainer) that hold the modules wrapped in
     `wrapped` (DDP wrappers by name) with those wrappers, so its forward passes go through DDP."""
     if not wrapped:
         yield

@@ -20,6 +20,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .distributed import current
+
 COUNTRY_ENV = "DIFFDEBIAS_COUNTRY"
 DEFAULT_COUNTRY = "FRA"
 
@@ -35,9 +37,7 @@ def enabled() -> bool:
 def _get_tracker():
     global _tracker
     if _tracker is None:
-        from codecarbon import OfflineEmissionsTracker
-
-        from .distributed import current
+        from codecarbon import OfflineEmissionsTracker  # heavy: imported when first measured
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         dist = current()

@@ -2,14 +2,20 @@
 
 Resolution order (later wins): COMMON < DATASET_DEFAULTS[dataset] < METHOD_DEFAULTS[method]
 < METHOD_DATASET_DEFAULTS[(method, dataset)] < command-line `--set key=value`.
-Unknown keys are refused with the list of valid keys.
+Unknown keys are refused with the list of valid keys. Methods that train a generator (DDB,
+DiffuBias) declare `gen`: the generator's settings (`--set gen.KEY=VALUE`, any field of
+diffusion.train.DiffusionConfig), checked against DiffusionConfig when resolved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from .config import coerce
+from .diffusion.train import DiffusionConfig
 from .errors import ConfigError
+from .models import MODEL_NAMES
 
 COMMON: dict[str, Any] = {
     "model": "mlp",  # mlp | cnn | resnet18 | resnet50
@@ -39,11 +45,12 @@ COMMON: dict[str, Any] = {
     "checkpoint_every": 1,  # epochs
 }
 
-# Diffusing DeBias, shared by its recipes: the generator (cached; `gen_seed` fixed by default so
-# that seeds and recipes share one generator), the synthetic set and the Bias Amplifier.
+# Diffusing DeBias, shared by its recipes: the generator (cached; its seed `gen.seed` is fixed by
+# default so that seeds and recipes share one generator), the synthetic set and the Bias Amplifier.
 DDB_DEFAULTS: dict[str, Any] = {
-    "gen_steps": 0,  # diffusion training steps; 0 = the dataset's default (DiffusionConfig)
-    "gen_seed": 0,
+    # the generator's settings that differ from the preset's (DiffusionConfig fields, e.g.
+    # {"preset": "cpu-tiny", "max_steps": 2000}); empty = the preset chosen for the images and device
+    "gen": {},
     "syn_per_class": 300,
     "sampler": "dpmpp",
     "sampler_steps": 10,
@@ -70,7 +77,7 @@ DDB_DEFAULTS: dict[str, Any] = {
 
 # DiffuBias (METHODS.md s. 2): GCE biased classifier -> top-K candidates per class -> captioner ->
 # text filter -> generator -> CE on real + synthetic. The local-conditional generator is the
-# diffusion engine's class-conditional model, shared with DDB (same gen_steps / gen_seed cache key).
+# diffusion engine's class-conditional model, shared with DDB (the same `gen` settings, one cache key).
 DIFFUBIAS_DEFAULTS: dict[str, Any] = {
     "q": 0.7,
     "bias_epochs": 20,  # the GCE biased classifier
@@ -87,8 +94,7 @@ DIFFUBIAS_DEFAULTS: dict[str, Any] = {
     "t2i_guidance": 3.5,
     "t2i_size": 0,  # 0 = the pipeline's default resolution
     "gen_batch_size": 16,  # captioning and text-to-image batches
-    "gen_steps": 0,  # local-conditional: diffusion training steps; 0 = the dataset's default
-    "gen_seed": 0,
+    "gen": {},  # local-conditional: the generator's settings, as DDB's
     "sampler": "dpmpp",
     "sampler_steps": 20,  # of the full schedule; SDEdit runs round(strength x sampler_steps) of them
     # SDEdit: the largest change that still keeps >= 95% of the candidates' colour (BENCHMARKS.md, DiffuBias)
@@ -145,42 +151,44 @@ def declared_keys(method: str) -> dict[str, Any]:
     return {**COMMON, **METHOD_DEFAULTS[method]}
 
 
+def declares(keys: dict[str, Any], key: str) -> bool:
+    """Whether `key` (a plain key, or `gen.FIELD`) is valid where `keys` are declared."""
+    return key.split(".", 1)[0] in keys if key.startswith("gen.") else key in keys
+
+
 def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The resolved hyperparameters of `method` on `dataset` with `overrides` applied."""
     hp = declared_keys(method)
     for layer in (DATASET_DEFAULTS.get(dataset, {}), METHOD_DATASET_DEFAULTS.get((method, dataset), {})):
         hp.update({k: v for k, v in layer.items() if k in hp})
+    gen: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
-        if key not in hp:
-            raise ConfigError(f"unknown hyperparameter '{key}' for method '{method}'; valid keys: {', '.join(sorted(hp))}")
-        hp[key] = coerce(value, hp[key], key)
-    from .models import MODEL_NAMES
-
+        if not declares(hp, key):
+            valid = sorted(hp) + (["gen.KEY (a DiffusionConfig field)"] if "gen" in hp else [])
+            raise ConfigError(f"unknown hyperparameter '{key}' for method '{method}'; valid keys: {', '.join(valid)}")
+        if key.startswith("gen."):
+            gen[key[4:]] = value
+        elif key == "gen":
+            gen.update(value)
+        else:
+            hp[key] = coerce(value, hp[key], key)
+    if "gen" in hp:  # the changed fields only, each read as its DiffusionConfig type (unknown fields refused)
+        hp["gen"] = generator_settings(gen)
     for key in ("model", "ba_model"):  # checked now, not when the stage that builds it starts
         if hp.get(key) and hp[key] not in MODEL_NAMES:
             raise ConfigError(f"hyperparameter '{key}': unknown model {hp[key]!r}; valid: {', '.join(MODEL_NAMES)}")
     return hp
 
 
-def coerce(value: Any, default: Any, key: str) -> Any:
-    """Read a command-line string as the type of the default."""
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    try:
-        if isinstance(default, bool):
-            low = value.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-    except ValueError:
-        raise ConfigError(f"hyperparameter '{key}': cannot read {value!r} as {type(default).__name__}") from None
-    return value
+def generator_settings(gen: dict[str, Any]) -> dict[str, Any]:
+    """`gen` (generator settings by DiffusionConfig field) checked and read as the fields' types."""
+    defaults = DiffusionConfig()
+    for key in gen:
+        if not hasattr(defaults, key):
+            valid = ", ".join(f"gen.{f.name}" for f in dataclasses.fields(DiffusionConfig))
+            raise ConfigError(f"unknown generator setting 'gen.{key}'; valid: {valid}")
+    cfg = DiffusionConfig.from_overrides({k: coerce(v, getattr(defaults, k), f"gen.{k}") for k, v in gen.items()})
+    return {k: getattr(cfg, k) for k in gen}
 
 
 # Settings that change speed, not results: a run may be resumed with other values of these.

@@ -6,8 +6,9 @@ import shutil
 import time
 from pathlib import Path
 
-from .engine.run import run_method
+from .run import run_method
 from .io import write_text_atomic
+from .report import write_report
 from .report_text import fmt
 
 DATASET = "colored_fmnist"
@@ -41,8 +42,6 @@ def quickstart(out: Path, seed: int = 0, quiet: bool = False, echo=print) -> lis
         summary += "\n## Bias Amplifier diagnostics (true bias labels used for evaluation only)\n\n| BA trained on | AUROC | precision | recall |\n|---|---|---|---|\n"
         summary += "".join(f"| {k} | {v.get('auroc')} | {v.get('precision')} | {v.get('recall')} |\n" for k, v in diag.items())
     write_text_atomic(out / "summary.md", summary)
-    from .report import write_report
-
     echo(f"HTML report: {write_report(out, echo=echo)}")
     return rows
 

@@ -8,14 +8,13 @@ import random
 import numpy as np
 import torch
 
+from .distributed import current
 from .errors import RunError
 
 
 def resolve_device(name: str) -> torch.device:
     """'auto' takes CUDA when available; asking for CUDA without one is a clear error. In a
     multi-process launch each process gets the device the launcher gave it."""
-    from .distributed import current
-
     dist = current()
     if name == "auto":
         return dist.device if dist.active else torch.device("cuda" if torch.cuda.is_available() else "cpu")

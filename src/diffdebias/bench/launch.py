@@ -19,9 +19,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from ..engine.run import is_complete, run_method
-from ..errors import RunBusy
+from ..run import is_complete, run_method
+from ..errors import ConfigError, RunBusy
 from ..hparams import resolve_hparams
+from ..paths import cache_home, data_home
+from ..recipes import get_method
 from .presets import RunSpec
 
 
@@ -52,12 +54,12 @@ def run_spec(spec: RunSpec, out: str, quiet: bool = True) -> Outcome:
 
 
 def generator_key(spec: RunSpec) -> tuple | None:
-    """Runs with the same key share one cached generator (None: the method trains none)."""
+    """Runs with the same key share one cached generator (None: the method trains none): the same
+    training data (dataset, ratio, options) and generator settings (`gen`)."""
     hp = resolve_hparams(spec.method, spec.dataset, spec.overrides)
-    if "gen_steps" not in hp or hp.get("ba_source") == "real":
+    if not get_method(spec.method).trains_generator(hp):
         return None
-    gen = tuple((k, hp[k]) for k in ("gen_steps", "gen_seed", "syn_per_class", "sampler", "sampler_steps", "w"))
-    return (spec.dataset, spec.ratio, tuple(sorted(spec.data_options.items())), gen)
+    return (spec.dataset, spec.ratio, tuple(sorted(spec.data_options.items())), tuple(sorted(hp["gen"].items())))
 
 
 def _set_threads(n: int) -> None:
@@ -113,8 +115,6 @@ WORKER_ENV = ("DIFFDEBIAS_CACHE", "DIFFDEBIAS_DATA", "DIFFDEBIAS_ENERGY", "DIFFD
 
 
 def _worker_env() -> dict[str, str]:
-    from ..paths import cache_home, data_home
-
     env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
     env["DIFFDEBIAS_CACHE"] = str(cache_home().resolve())
     env["DIFFDEBIAS_DATA"] = str(data_home().resolve())
@@ -124,8 +124,6 @@ def _worker_env() -> dict[str, str]:
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast with a clear message when a HOST:PORT or ray://HOST:PORT address does not answer
     (ray.init would otherwise wait a long time for an unreachable cluster)."""
-    from ..errors import ConfigError
-
     hostport = address.removeprefix("ray://").rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
@@ -142,8 +140,6 @@ def _connect_ray(ray, address: str | None, jobs: int, quiet: bool) -> bool:
     True when this call ran ray.init, so that ray.shutdown() (which stops a local instance it
     started and only disconnects from a cluster) is ours to call."""
     import logging
-
-    from ..errors import ConfigError
 
     if ray.is_initialized():  # e.g. a notebook that already called ray.init: use it, leave it running
         return False
@@ -201,8 +197,6 @@ def ray_launcher(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = Tr
     try:
         import ray
     except ImportError:
-        from ..errors import ConfigError
-
         raise ConfigError("the ray launcher needs Ray: pip install 'diffdebias[ray]' (or pip install ray)") from None
     out = str(Path(out).resolve())  # the workers' working directory may differ from ours
     started = _connect_ray(ray, address or os.environ.get("RAY_ADDRESS"), jobs, quiet)
@@ -244,8 +238,6 @@ LAUNCHERS: dict[str, Callable[..., list[Outcome]]] = {"local": local, "ray": ray
 def check_launcher(launcher: str, address: str | None = None) -> None:
     """Refuse an unknown launcher, or an `address` given to a launcher that takes none."""
     import inspect
-
-    from ..errors import ConfigError
 
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher '{launcher}'; valid: {', '.join(LAUNCHERS)}")

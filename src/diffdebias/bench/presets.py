@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..hparams import declared_keys
-from ..methods import METHODS
+from ..hparams import declared_keys, declares
+from ..recipes import METHODS
 
 RATIOS = (0.5, 1.0, 2.0, 5.0)
 # No-bias control: the attribute is drawn independently of the class (dataset option).
@@ -82,8 +82,10 @@ CPU_CELLS = tuple(Cell(d, r) for d in ("colored_fmnist", "corrupted_fmnist") for
     Cell(d, None, CONTROL) for d in ("colored_fmnist", "corrupted_fmnist")
 )
 
-# Tiny budgets: the plumbing of every stage (generator, sampler, BA, recipe), not accuracy.
-SMOKE_OVERRIDES = {"epochs": 2, "batch_size": 512, "gen_steps": 40, "syn_per_class": 16, "sampler_steps": 3, "ba_epochs": 2}
+# Tiny budgets: the plumbing of every stage (generator, sampler, BA, DiffuBias's candidates and
+# generation, recipe), not accuracy. DiffuBias shares DDB's 40-step generator.
+SMOKE_OVERRIDES = {"epochs": 2, "batch_size": 512, "gen.max_steps": 40, "syn_per_class": 16, "sampler_steps": 3, "ba_epochs": 2,
+                   "bias_epochs": 2, "num_candidates": 8, "audit": False}
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -91,13 +93,14 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "smoke",
             "Colored Fashion-MNIST at rho = 1%: ERM, the Group DRO oracle and DDB-II with a 40-step generator, 2 epochs, "
-            "2 seeds; plus the no-bias control with ERM. Checks every stage end to end.",
+            "2 seeds, and DiffuBias on the same generator, 1 seed; plus the no-bias control with ERM. Checks every stage end to end.",
             (
                 Grid((Cell("colored_fmnist", 1.0),), _methods("erm", "groupdro", "ddb2"), (0, 1)),
+                Grid((Cell("colored_fmnist", 1.0),), _methods("diffubias"), (0,)),
                 Grid((Cell("colored_fmnist", None, CONTROL),), _methods("erm"), (0,)),
             ),
             SMOKE_OVERRIDES,
-            "about 1 minute on 2 CPU cores (7 runs)",
+            "about 1 minute on 2 CPU cores (8 runs)",
         ),
         Preset(
             "cpu",
@@ -148,7 +151,7 @@ def expand(preset: Preset, notes: list[str] | None = None, extra: dict[str, Any]
                         notes.append(f"{entry.name}: not registered, skipped")
                     continue
                 keys = declared_keys(entry.name)
-                overrides = {k: v for k, v in {**preset.overrides, **(extra or {})}.items() if k in keys} | entry.overrides
+                overrides = {k: v for k, v in {**preset.overrides, **(extra or {})}.items() if declares(keys, k)} | entry.overrides
                 for seed in grid.seeds:
                     specs.append(RunSpec(entry.name, cell.dataset, cell.ratio, seed, overrides, dict(cell.data_options),
                                          f"{cell.tag}/{entry.name}/seed{seed}"))  # fmt: skip

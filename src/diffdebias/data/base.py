@@ -205,12 +205,34 @@ class BiasedDataset:
         """Counts of the (y, b) cells of a split: rows are classes, columns bias values."""
         return group_table(self.split(split), self.num_classes, self.num_bias)
 
-    def conflicting_fraction(self, split: str) -> float | None:
-        """Fraction of bias-conflicting samples (b != y) where bias values align with classes."""
-        s = self.split(split)
-        if not s.has_bias_labels or self.num_bias != self.num_classes:
+    def aligned_bias(self) -> np.ndarray | None:
+        """Each class's aligned bias value (its majority in training); None without training bias labels."""
+        if not self.split("train").has_bias_labels or not self.num_bias:
             return None
-        return float((s.b != s.y).float().mean())
+        return majority_bias(self.group_counts("train").to_numpy()[:, : self.num_bias])
+
+    def conflicting(self, split: str) -> torch.Tensor | None:
+        """Which samples of `split` are truly bias-conflicting; None without bias labels."""
+        aligned, s = self.aligned_bias(), self.split(split)
+        return None if aligned is None or not s.has_bias_labels else bias_conflicting(s.y, s.b, aligned)
+
+    def conflicting_fraction(self, split: str) -> float | None:
+        """Fraction of truly bias-conflicting samples of `split` (None without bias labels)."""
+        mask = self.conflicting(split)
+        return None if mask is None else float(mask.float().mean())
+
+
+def majority_bias(train_counts: np.ndarray) -> np.ndarray:
+    """For each class, the bias value it co-occurs with most in training (the aligned value)."""
+    return np.asarray(train_counts).argmax(axis=1)
+
+
+def bias_conflicting(y, b, aligned: np.ndarray):
+    """THE definition of bias-conflicting: the bias value is not its class's aligned value.
+    Works on numpy arrays and torch tensors alike (returns the same kind)."""
+    if isinstance(y, torch.Tensor):
+        return torch.as_tensor(b) != torch.as_tensor(aligned)[y]
+    return np.asarray(b) != np.asarray(aligned)[np.asarray(y)]
 
 
 def group_table(split: Split, num_classes: int, num_bias: int) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..errors import ConfigError, DatasetError
 from ..paths import resolve_inside
@@ -235,6 +236,18 @@ def urbancars(root: Path, ratio: None, image_size: int = 224) -> BiasedDataset:
 
 # --------------------------------------------------------------------------------- folder_csv
 FOLDER_CSV_COLUMNS = ("id", "filename", "split", "y", "a")
+FOLDER_CSV_MAX_AUTO_SIZE = 64
+
+
+def own_size(path: Path) -> int:
+    """The shorter side of an image file, read from its header."""
+    try:
+        with Image.open(path) as im:
+            return min(im.size)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file is missing; restore it or remove its row from the dataset") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on bad files
+        raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); replace the file or remove its row") from None
 
 
 @register_dataset(
@@ -244,9 +257,11 @@ FOLDER_CSV_COLUMNS = ("id", "filename", "split", "y", "a")
     "y the class (0..K-1), a the bias attribute (0..A-1; -1 or empty when unknown)",
     obtain="write metadata.csv for your own images (one row per image)",
     required=("metadata.csv",),
-    options={"image_size": 64, "channels": 3},
+    options={"image_size": 0, "channels": 3},
 )
-def folder_csv(root: Path, ratio: None, image_size: int = 64, channels: int = 3) -> BiasedDataset:
+def folder_csv(root: Path, ratio: None, image_size: int = 0, channels: int = 3) -> BiasedDataset:
+    """image_size 0: the first image's own size (its shorter side) up to FOLDER_CSV_MAX_AUTO_SIZE, so
+    that small images keep their size; larger ones are read at that size."""
     source = root / "metadata.csv"
     df = read_table(source, FOLDER_CSV_COLUMNS)
     if len(df) == 0:
@@ -259,7 +274,8 @@ def folder_csv(root: Path, ratio: None, image_size: int = 64, channels: int = 3)
     channels = int(channels)
     if channels not in (1, 3):
         raise ConfigError(f"dataset 'folder_csv' option 'channels': must be 1 or 3, got {channels}")
-    spec = ImageSpec(int(image_size), channels, (0.5,) * channels, (0.5,) * channels)
+    size = int(image_size) or min(own_size(paths[0]), FOLDER_CSV_MAX_AUTO_SIZE)
+    spec = ImageSpec(size, channels, (0.5,) * channels, (0.5,) * channels)
     splits = table_splits(paths, y, a, split, spec, source)
     num_bias = int(a.max()) + 1 if (a >= 0).any() else 0
     return BiasedDataset("folder_csv", splits, int(y.max()) + 1, num_bias, spec, info={"metadata": str(source)})

@@ -68,7 +68,6 @@ def register_dataset(
 
 
 def get_entry(name: str) -> DatasetEntry:
-    _load_builtin()
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset '{name}'; registered datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
@@ -145,9 +144,4 @@ def load_dataset(name: str, root: str | Path | None = None, ratio: float | None 
 
 
 def dataset_names() -> list[str]:
-    _load_builtin()
     return sorted(DATASETS)
-
-
-def _load_builtin() -> None:
-    from . import builtin  # noqa: F401  (registers every built-in dataset)

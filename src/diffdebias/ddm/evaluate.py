@@ -5,7 +5,7 @@ and optionally `labels.npy` (the condition each sample was generated for), or im
 (png / jpg) directly in the folder (unconditional) or in sub-folders named by the integer
 condition. Samples are resized to the real dataset's image size.
 
-Two classifiers are trained on the REAL data (with `diffusion.audit.train_judges`, cached; the
+Two classifiers are trained on the REAL data (with `audit.train_judges`, cached; the
 attribute labels are used for evaluation only): the attribute classifier (ERM on b) and an
 in-domain classifier of the class y (on the dataset's attribute-invariant view where it has one,
 e.g. the channel maximum for colour, so quality is measured apart from the attribute). Each one's
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data.base import BiasedDataset, TensorSplit, load_image
-from ..diffusion.audit import VIEWS, train_judges
+from ..audit import VIEWS, train_judges
 from ..errors import ConfigError, DatasetError
 from ..state import load_weights
 from .metrics import bootstrap_proportions, fairness_discrepancy, frechet_distance, statistical_parity_difference

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..data.base import BiasedDataset, ImageSpec
 from ..distributed import current
 from ..errors import ConfigError, RunError
-from ..hparams import coerce
+from ..config import coerce
 from ..io import append_jsonl, write_json_atomic
 from ..runtime import resolve_device, seed_everything
 from ..state import save_weights

@@ -1,7 +1,7 @@
 """The DiffuBias pipeline up to the synthetic training images (METHODS.md s. 2).
 
 Every product is written atomically under `<run>/diffubias/` and reused when it exists (the run
-directory's configuration is fixed, engine/run.py): `candidates.json` (+ PNG grids in `candidates/`),
+directory's configuration is fixed, run.py): `candidates.json` (+ PNG grids in `candidates/`),
 `captions.json`, `filtered_captions.json`, and `generated/` (images.npy, labels.npy,
 sources.npy, prompts.json, meta.json and PNG grids: the layout of a synthetic set, so
 `--dataset synthetic --root <run>/diffubias/generated` loads it). The true bias labels are read
@@ -22,14 +22,14 @@ import torch
 
 from ..data.base import UNKNOWN_BIAS, TensorSplit
 from ..data.registry import load_dataset
-from ..diffusion.audit import audit_synthetic
-from ..diffusion.synthetic import is_complete, write_grids
+from ..audit import audit_synthetic
+from ..data.synthetic import is_complete, write_grids, write_synthetic_set
 from ..engine.loop import Engine
-from ..engine.metrics import majority_bias
 from ..errors import ConfigError, DatasetError
 from ..io import atomic_path, write_json_atomic
-from ..methods.gce import GCE
 from ..runtime import derived_seed
+from ..stages.generator import trained_generator
+from ..trainers import GCE
 from .candidates import default_k, per_sample_loss, top_k_per_class
 from .captioners import CAPTIONER_MODEL, CAPTIONERS, build_captioner, to_pil
 from .generators import GENERATORS, T2I_MODEL, DiffusersT2IGenerator, LocalConditionalGenerator, fit_to_spec
@@ -64,7 +64,7 @@ def synthetic_split(engine: Engine, hp: dict) -> TensorSplit:
 
     biased = engine.train_stage("biased", GCE, {**hp, "epochs": hp["bias_epochs"], "selection": "last", "augment": False})
     t0 = time.perf_counter()
-    cand = _candidates(engine, biased.method.eval_model(), hp, out / "candidates.json")
+    cand = _candidates(engine, biased.trainer.eval_model(), hp, out / "candidates.json")
     engine.stage_times["candidates"] = time.perf_counter() - t0
     idx = torch.as_tensor(cand["indices"], dtype=torch.long)
     info["candidates"] = _candidate_stats(engine, idx, cand["k"])
@@ -136,12 +136,10 @@ def _candidates(engine: Engine, model: torch.nn.Module, hp: dict, path: Path) ->
 
 def _candidate_stats(engine: Engine, idx: torch.Tensor, k: int) -> dict:
     """How many candidates are truly bias-conflicting (bias labels: evaluation only)."""
-    train = engine.data.split("train")
     stats = {"k_per_class": k, "num_candidates": len(idx)}
-    if engine.train_counts is None:
+    conflicting = engine.data.conflicting("train")
+    if conflicting is None:
         return {**stats, "truly_conflicting": None, "note": "the dataset has no bias labels"}
-    aligned = torch.as_tensor(majority_bias(engine.train_counts))
-    conflicting = train.b != aligned[train.y]
     found = int(conflicting[idx].sum())
     total = int(conflicting.sum())
     return {**stats, "truly_conflicting": found, "precision": round(100 * found / max(len(idx), 1), 2),
@@ -182,8 +180,6 @@ def _generator_info(hp: dict, name: str) -> dict:
 def _generate(engine: Engine, hp: dict, name: str, sources_split, prompts, sources: torch.Tensor, gen_dir: Path) -> torch.Tensor:
     run = None
     if not is_complete(gen_dir) and name == "local-conditional":
-        from ..ddb import trained_generator  # late: ddb imports the engine, which imports the methods
-
         run, _ = trained_generator(engine, hp)  # every process trains it (or finds it cached)
     with engine.dist.main_first():  # the main process generates; the others find the images written
         _generate_once(engine, hp, name, run, sources_split, prompts, sources, gen_dir)
@@ -213,22 +209,15 @@ def _generate_once(engine: Engine, hp: dict, name: str, run: Path | None, source
 
 def _write_generated(gen_dir: Path, native: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, sources: torch.Tensor,
                      prompts: list, data, extra: dict) -> None:  # fmt: skip
-    gen_dir.mkdir(parents=True, exist_ok=True)
+    """The generated images as a synthetic set (data/synthetic.py), with their sources and prompts."""
     if native.shape[-1] != images.shape[-1]:  # keep the generator's own resolution too
         for i, img in enumerate(native):
             with atomic_path(gen_dir / "png" / f"{i:05d}_class{int(labels[i])}.png") as tmp:
                 to_pil(img).save(tmp, format="PNG")
-    for fname, arr in (("images.npy", images.numpy()), ("labels.npy", labels.numpy()), ("sources.npy", sources.numpy())):
-        with atomic_path(gen_dir / fname) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
     write_json_atomic(gen_dir / "prompts.json", prompts)
-    write_grids(gen_dir, images.numpy(), labels.numpy(), data.num_classes)
-    write_json_atomic(gen_dir / "meta.json", {
-        "num_images": len(images), "num_classes": data.num_classes, "class_names": data.class_names, "channels": int(images.shape[1]),
-        "image_size": int(images.shape[-1]), "source_dataset": data.name, "source_ratio": data.info.get("ratio"), **extra,
-        "made_by": "diffubias (labels = the source candidate's class; sources.npy = its training index)",
-    })  # fmt: skip
+    meta = {"class_names": data.class_names, "source_dataset": data.name, "source_ratio": data.info.get("ratio"), **extra,
+            "made_by": "diffubias (labels = the source candidate's class; sources.npy = its training index)"}  # fmt: skip
+    write_synthetic_set(gen_dir, images.numpy(), labels.numpy(), meta, data.num_classes, {"sources": sources.numpy()})
 
 
 def _audit(engine: Engine, gen_dir: Path) -> dict:

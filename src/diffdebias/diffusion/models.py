@@ -31,17 +31,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.15,
     },
 }
-PRESET_IMAGE_SIZE = {"cpu-tiny": 0, "paper": 64}  # 0: the dataset's own size
+
+
+def size_factor(preset: str) -> int:
+    """What an image size must be a multiple of for `preset`'s UNet (2 per down-sampling)."""
+    return 2 ** (len(_preset(preset)["block_out_channels"]) - 1)
+
+
+def check_image_size(preset: str, size: int) -> None:
+    """Refuse an image size that `preset`'s UNet cannot down- and up-sample back to itself."""
+    f = size_factor(preset)
+    if size % f:
+        lo, hi = size // f * f, (size // f + 1) * f
+        near = f"{lo} or {hi}" if lo else str(hi)
+        raise ConfigError(f"image_size: the '{preset}' UNet halves images {f.bit_length() - 1} times, so their size must be a multiple of {f}; "
+                          f"{size} px is not: set image_size={near} (images are resized), or another preset")
+
+
+def _preset(preset: str) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown diffusion preset '{preset}'; valid: {', '.join(PRESETS)}")
+    return PRESETS[preset]
 
 
 def build_unet(preset: str, num_classes: int, channels: int, image_size: int) -> UNet2DModel:
     """A randomly initialised UNet; class index `num_classes` is the null (unconditional) label."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown diffusion preset '{preset}'; valid: {', '.join(PRESETS)}")
     return UNet2DModel(
         sample_size=image_size,
         in_channels=channels,
         out_channels=channels,
         num_class_embeds=num_classes + 1,
-        **PRESETS[preset],
+        **_preset(preset),
     )

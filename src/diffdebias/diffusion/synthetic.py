@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..data.synthetic import ARRAYS, is_complete, write_synthetic_set
 from ..distributed import current
 from ..errors import RunError
-from ..io import atomic_path, build_lock, check_output_dir, file_digest, write_json_atomic
+from ..io import atomic_path, build_lock, check_output_dir
 from ..paths import cache_home
 from ..runtime import resolve_device
 from .pipeline import ClassConditionalPipeline
@@ -53,22 +53,6 @@ def synthetic_key(run_dir: Path, snapshot: int | None, sampler: str, steps: int,
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-
-
-ARRAYS = ("images.npy", "labels.npy")
-
-
-def is_complete(out: Path) -> bool:
-    """A synthetic folder is complete when meta.json exists and its arrays match its digests and sizes."""
-    try:
-        meta = json.loads((out / "meta.json").read_text())
-        if any(meta["digest"][name] != file_digest(out / name) for name in ARRAYS):
-            return False
-        labels = np.load(out / "labels.npy", allow_pickle=False)
-        images = np.load(out / "images.npy", allow_pickle=False, mmap_mode="r")
-        return len(labels) == len(images) == meta["num_images"]
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return False
 
 
 def _valid_part(path: Path, per_class: int) -> bool:
@@ -143,52 +127,12 @@ def generate_synthetic(
 
 
 def assemble(out: Path, gen_meta: dict, per_class: int, extra: dict) -> None:
-    """Join the per-class parts into images.npy / labels.npy, write grids and meta.json last."""
+    """Join the per-class parts into one synthetic set (data/synthetic.py writes it), then drop the parts."""
     num_classes = gen_meta["num_classes"]
     chunks = [np.load(out / "parts" / f"class{c}.npy", allow_pickle=False) for c in range(num_classes)]
     if any(len(c) != per_class for c in chunks):
         raise RunError(f"{out / 'parts'}: a class part has the wrong number of images; delete the folder and sample again")
-    images = np.concatenate(chunks)
-    labels = np.repeat(np.arange(num_classes), per_class)
-    for name, arr in (("images.npy", images), ("labels.npy", labels)):
-        with atomic_path(out / name) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
-    write_grids(out, images, labels, num_classes)
-    meta = {
-        "digest": {name: file_digest(out / name) for name in ARRAYS},
-        "num_images": int(len(labels)),
-        "per_class": per_class,
-        "num_classes": num_classes,
-        "class_names": gen_meta.get("class_names"),
-        "channels": int(images.shape[1]),
-        "image_size": int(images.shape[-1]),
-        "source_dataset": gen_meta["dataset"],
-        "source_ratio": gen_meta.get("ratio"),
-        "data_identity": gen_meta["data_identity"],
-        **extra,
-    }
-    write_json_atomic(out / "meta.json", meta)
+    meta = {"per_class": per_class, "class_names": gen_meta.get("class_names"), "source_dataset": gen_meta["dataset"],
+            "source_ratio": gen_meta.get("ratio"), "data_identity": gen_meta["data_identity"], **extra}  # fmt: skip
+    write_synthetic_set(out, np.concatenate(chunks), np.repeat(np.arange(num_classes), per_class), meta, num_classes)
     shutil.rmtree(out / "parts", ignore_errors=True)
-
-
-def write_grids(out: Path, images: np.ndarray, labels: np.ndarray, num_classes: int, per_row: int = 8) -> None:
-    """grid_class{c}.png (up to 8 x 8 samples of class c) and grid.png (one row of 8 per class)."""
-    def tile(batch: np.ndarray, cols: int) -> Image.Image:
-        n, c, h, w = batch.shape
-        rows = -(-n // cols)
-        canvas = np.zeros((rows * (h + 2), cols * (w + 2), c), dtype=np.uint8)
-        for i, img in enumerate(batch):
-            r, k = divmod(i, cols)
-            canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = img.transpose(1, 2, 0)
-        im = Image.fromarray(canvas[:, :, 0] if c == 1 else canvas)
-        return im.resize((im.width * 2, im.height * 2), Image.Resampling.NEAREST)
-
-    def save(im: Image.Image, name: str) -> None:
-        with atomic_path(out / name) as tmp:
-            im.save(tmp, format="PNG")
-
-    for c in range(num_classes):
-        save(tile(images[labels == c][: per_row * per_row], per_row), f"grid_class{c}.png")
-    rows = [images[labels == c][:per_row] for c in range(num_classes)]
-    save(tile(np.concatenate([np.pad(r, ((0, per_row - len(r)), (0, 0), (0, 0), (0, 0))) for r in rows]), per_row), "grid.png")

@@ -1,13 +1,17 @@
 """Training a class-conditional diffusion model on a biased training split.
 
-Settings live in :class:`DiffusionConfig` (one place, with defaults). The loop checkpoints its
-whole state (UNet, EMA, optimiser, schedule, random generators) every `checkpoint_every` steps
-into one safetensors file, so `resume` continues exactly; the EMA UNet is saved with diffusers'
+Settings live in :class:`DiffusionConfig` (one place, with defaults); `DiffusionConfig.resolve`
+picks the preset by device and image size (presets.py). The loop checkpoints its whole state
+(UNet, EMA, optimiser, schedule, random generators) every `checkpoint_every` steps into one
+safetensors file, so `resume` continues exactly; the EMA UNet is saved with diffusers'
 `save_pretrained` (safetensors) in `unet_ema/`, and optional snapshots in `snapshots/stepN/`.
+Before training starts, a measured estimate of its duration is printed and recorded (estimate.py).
+A variant objective (DDM) runs in the same loop through a :class:`LossHook`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -15,47 +19,44 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Self
 
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
+from torch import nn
 from tqdm import tqdm
 
-from .. import __version__
-from ..data.base import BiasedDataset, ImageSpec
+from .._version import __version__
+from ..data.base import BiasedDataset, ImageSpec, Split
 from ..data.injected import IDENTITY_NEUTRAL_OPTIONS
 from ..distributed import current
 from ..runtime import all_finite, channels_last_input, resolve_device, seed_everything, speed_settings
 from ..errors import ConfigError, RunError
-from ..hparams import coerce
+from ..config import coerce
 from ..io import append_jsonl, build_lock, check_output_dir, file_digest, remove_stale_temps, write_failure, write_json_atomic, write_text_atomic
 from ..paths import cache_home
 from ..state import load_state, save_state
-from .models import PRESET_IMAGE_SIZE, build_unet
+from .estimate import check_budget, describe, make_estimate, read_estimate, seconds_per_step, write_estimate
+from .models import build_unet, check_image_size
+from .presets import AUTO, MAX_AUTO_SIZE, resolved_settings
 from .schedulers import training_scheduler
 
 DONE = "COMPLETE"
 # settings that do not change what is trained: left out of the cache key and of the resume check
 SPEED_SETTINGS = ("device", "channels_last", "compile")
-NOT_IDENTITY = (*SPEED_SETTINGS, "checkpoint_every", "snapshot_steps")
-CPU_DATASETS = ("colored_fmnist", "colored_mnist", "corrupted_fmnist", "cmnist", "synthetic", "colored_fmnist_pair")
-# DDB's reference code: UNet ch 128 (1,2,2,2), linear betas 1e-4..0.028, eps-prediction, AdamW
-# 1e-4, warm-up then cosine, 64 px, 100k iterations at batch 32 (Waterbirds).
-PAPER_SETTINGS: dict[str, Any] = {
-    "preset": "paper", "image_size": 64, "prediction": "epsilon", "schedule": "linear", "beta_end": 0.028,
-    "lr": 1e-4, "warmup_steps": 5000, "max_steps": 100_000, "ema_max_decay": 0.9999, "checkpoint_every": 2000,
-}  # fmt: skip
+GUARD_SETTINGS = ("max_cpu_hours", "allow_long")
+NOT_IDENTITY = (*SPEED_SETTINGS, *GUARD_SETTINGS, "checkpoint_every", "snapshot_steps")
 
 
 @dataclass
 class DiffusionConfig:
-    """Every diffusion-training setting with its default (CPU defaults from METHODS.md s. 7)."""
+    """Every diffusion-training setting with its default (the cpu-tiny preset's: METHODS.md s. 7)."""
 
-    preset: str = "cpu-tiny"
-    image_size: int = 0  # 0: the preset's size, or the dataset's own for cpu-tiny
+    preset: str = AUTO  # auto (cpu-tiny on a CPU, paper on a GPU) | cpu-tiny | paper
+    image_size: int = 0  # 0: the images' own size, at most 64 px (presets.py)
     prediction: str = "v_prediction"  # epsilon | v_prediction
     schedule: str = "cosine"  # cosine | linear
     beta_start: float = 1e-4
@@ -76,15 +77,29 @@ class DiffusionConfig:
     amp: bool = True  # bf16 autocast, CUDA only (ignored on CPU, where bf16 slows small batches)
     channels_last: bool = True  # channels-last memory format, CUDA only
     compile: bool = False  # torch.compile of the UNet (the first steps compile)
+    max_cpu_hours: float = 2.0  # a CPU run estimated longer stops before training (estimate.py)
+    allow_long: bool = False  # train even when the estimate is over max_cpu_hours
 
     @classmethod
-    def for_dataset(cls, dataset: str, overrides: dict[str, Any] | None = None) -> "DiffusionConfig":
-        """Defaults for `dataset` (cpu-tiny for 28 px sets, DDB's reference settings otherwise) + overrides."""
-        layer = {} if dataset in CPU_DATASETS else PAPER_SETTINGS
-        return cls.from_overrides({**layer, **(overrides or {})})
+    def resolve(cls, data: BiasedDataset | ImageSpec, overrides: dict[str, Any] | None = None, device: str | torch.device | None = None) -> Self:
+        """The settings for training on `data`'s images on `device` (default: the `device` setting,
+        "auto" meaning CUDA when available): the preset's, then `overrides`.
+
+        preset=auto (the default) takes cpu-tiny with its CPU budget on a CPU and DDB's reference
+        settings (`paper`) on a GPU; an explicit preset is kept on any device. Without image_size,
+        images of at most 64 px keep their size and larger ones (e.g. 224 px) are trained at 64 px,
+        on a CPU too (cpu-tiny at 64 px: about 5x the cost of 28 px); the duration estimate before
+        training guards the rest. A size the preset's UNet cannot take is a ConfigError naming
+        image_size.
+        """
+        spec = data.spec if isinstance(data, BiasedDataset) else data
+        cfg = cls.from_overrides(resolved_settings(spec.size, dict(overrides or {}), device))
+        resolve_image_size(cfg, spec)
+        return cfg
 
     @classmethod
-    def from_overrides(cls, overrides: dict[str, Any] | None) -> "DiffusionConfig":
+    def from_overrides(cls, overrides: dict[str, Any] | None) -> Self:
+        """The defaults with `overrides` (preset left as given: `resolve` or training resolves auto)."""
         cfg = cls()
         valid = {f.name for f in dataclasses.fields(cls)}
         for key, value in (overrides or {}).items():
@@ -101,9 +116,18 @@ class DiffusionConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def changed(self) -> dict[str, Any]:
+        """The settings that differ from the defaults."""
+        default = type(self)().to_dict()
+        return {k: v for k, v in self.to_dict().items() if v != default[k]}
 
-def resolve_image_size(cfg: DiffusionConfig, data: BiasedDataset) -> int:
-    return cfg.image_size or PRESET_IMAGE_SIZE.get(cfg.preset) or data.spec.size
+
+def resolve_image_size(cfg: DiffusionConfig, data: BiasedDataset | ImageSpec) -> int:
+    """The side of the images the generator trains on: image_size, or the data's own (at most 64 px)."""
+    spec = data.spec if isinstance(data, BiasedDataset) else data
+    size = cfg.image_size or min(spec.size, MAX_AUTO_SIZE)
+    check_image_size(cfg.preset, size)
+    return size
 
 
 def data_identity(data: BiasedDataset) -> str:
@@ -158,6 +182,50 @@ def load_unet(run_dir: Path, snapshot: int | None = None) -> UNet2DModel:
                        "diffusion_pytorch_model.safetensors: train it again") from None
 
 
+class Step(NamedTuple):
+    """One training step's tensors, as a LossHook sees them."""
+
+    pred: torch.Tensor  # the denoiser's output (float32)
+    target: torch.Tensor  # what it should predict (noise or velocity)
+    xt: torch.Tensor
+    t: torch.Tensor
+    idx: torch.Tensor  # this process's training-set indices
+    alphas: torch.Tensor  # alphas_cumprod, on the device
+    modules: dict[str, nn.Module]  # the hook's modules as the step runs them (DDP-wrapped when launched)
+
+
+class Parts(NamedTuple):
+    """What a LossHook's `setup` hands the loop."""
+
+    unet: UNet2DModel
+    modules: dict[str, nn.Module] = {}  # extra trainable modules: in the same AdamW, checkpointed
+    weights: torch.Tensor | None = None  # per-sample sampling weights (None: shuffled epochs)
+
+
+class LossHook:
+    """The diffusion objective (MSE on the target) and what a variant overrides to run in the same
+    loop (DDM: ddm/train.py): the cache folder, the models, the loss and the files written at the end."""
+
+    kind = "diffusion"  # names the run in messages, the progress bar and the build lock
+    meta: dict[str, Any] = {}  # extra config.json fields
+    log_every = 50  # steps between train_log.jsonl lines
+
+    def cache_dir(self, data: BiasedDataset, cfg: DiffusionConfig) -> Path:
+        return default_diffusion_dir(data, cfg)
+
+    def setup(self, data: BiasedDataset, cfg: DiffusionConfig, size: int, run_dir: Path, write: bool) -> Parts:
+        """The models (built after seeding; `write`: this process writes run files)."""
+        return Parts(build_unet(cfg.preset, data.num_classes, data.spec.channels, size))
+
+    def loss(self, s: Step) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and detached statistics to log next to it."""
+        return F.mse_loss(s.pred, s.target), {}
+
+    def finish(self, run_dir: Path, modules: dict[str, nn.Module]) -> dict[str, Any]:
+        """Write the extra files of a finished run; returns extra train_summary.json fields."""
+        return {}
+
+
 def train_diffusion(
     data: BiasedDataset,
     cfg: DiffusionConfig,
@@ -165,14 +233,20 @@ def train_diffusion(
     *,
     resume: bool = True,
     quiet: bool = False,
+    hook: LossHook | None = None,
 ) -> Path:
-    """Train (or resume, or reuse) a class-conditional diffusion model; returns its run directory."""
+    """Train (or resume, or reuse) a class-conditional diffusion model; returns its run directory.
+    `hook` changes the objective (default: the diffusion MSE). A config with preset=auto is
+    resolved here, its settings that differ from the defaults acting as overrides."""
+    hook = hook or LossHook()
+    if cfg.preset == AUTO:
+        cfg = type(cfg).resolve(data, cfg.changed())
     cached = run_dir is None
-    run_dir = Path(run_dir) if run_dir is not None else default_diffusion_dir(data, cfg)
+    run_dir = Path(run_dir) if run_dir is not None else hook.cache_dir(data, cfg)
     dist = current()
     if is_trained(run_dir):
         return run_dir
-    with build_lock(run_dir, "generator training", dist.size):  # another process building it: wait, then reuse it
+    with build_lock(run_dir, f"{hook.kind} training", dist.size):  # another process building it: wait, then reuse it
         if is_trained(run_dir):
             return run_dir
         dist.barrier()  # every process has looked before the main one touches the folder
@@ -191,27 +265,30 @@ def train_diffusion(
             "channels": channels,
             "config": cfg.to_dict(),
             "version": __version__,
+            **hook.meta,
         }
         if dist.is_main:
-            check_run_config(run_dir, meta, "diffusion")
+            check_run_config(run_dir, meta, hook.kind)
 
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        unet = build_unet(cfg.preset, data.num_classes, channels, size).to(device)
+        unet, modules, weights = hook.setup(data, cfg, size, run_dir, dist.is_main)
+        unet = unet.to(device)
+        modules = {k: m.to(device) for k, m in modules.items()}
+        params = [p for m in (unet, *modules.values()) for p in m.parameters()]  # what AdamW and gradient clipping see, listed once
         ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
         noise_sched = training_scheduler(cfg.schedule, cfg.prediction, cfg.timesteps, cfg.beta_start, cfg.beta_end)
-        opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
-        stateful = {"unet": unet, "ema": ema, "opt": opt, "lr_sched": lr_sched}  # what a checkpoint holds
-        params = list(unet.parameters())  # the tensors that gradient clipping sees, listed once
+        stateful = {"unet": unet, **modules, "ema": ema, "opt": opt, "lr_sched": lr_sched}  # what a checkpoint holds
         gen = torch.Generator().manual_seed(cfg.seed)
         ckpt = run_dir / "train_state.safetensors"
         step, elapsed = 0, 0.0
         order, cursor = torch.randperm(len(data.split("train")), generator=gen), 0
-        check_output_dir(run_dir, _expected_bytes(unet, cfg))
+        check_output_dir(run_dir, _expected_bytes(params, cfg))
         if ckpt.exists():
             if not resume:
-                raise RunError(f"{ckpt}: an unfinished diffusion run exists here; pass --resume or choose another --out")
+                raise RunError(f"{ckpt}: an unfinished {hook.kind} run exists here; pass --resume or choose another --out")
             try:
                 st = load_state(ckpt)
             except RunError as exc:
@@ -232,51 +309,92 @@ def train_diffusion(
         train = data.split("train").with_spec(ImageSpec(size, channels, (0.5,) * channels, (0.5,) * channels))
         alphas = noise_sched.alphas_cumprod.to(device)
         null = data.num_classes
+        if step < cfg.max_steps:
+            est = dist.gather_object(_estimate(hook, cfg, train, unet, modules, noise_sched, alphas, null, device, size, cfg.max_steps - step))[0]
+            if dist.is_main:
+                write_estimate(run_dir, est)
+                if not quiet:
+                    print(describe(est, hook.kind), flush=True)
+            check_budget(est, cfg.max_cpu_hours, cfg.allow_long, hook.kind)
         log_path = run_dir / "train_log.jsonl"
-        bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", unit="step", disable=quiet or not dist.is_main)
-        unet.train()
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=hook.kind, unit="step", disable=quiet or not dist.is_main)
+        for m in (unet, *modules.values()):
+            m.train()
         cl = speed_settings([unet], device, channels_last=cfg.channels_last, compile=cfg.compile)
         model = dist.wrap(unet)  # DDP under several processes: each takes its block of the global batch
+        wrapped = {k: dist.wrap(m) for k, m in modules.items()}
         while step < cfg.max_steps:
             t0 = time.perf_counter()
-            if cursor + cfg.batch_size > len(order):
-                order, cursor = torch.randperm(len(train), generator=gen), 0
-            idx = order[cursor : cursor + cfg.batch_size]
-            cursor += cfg.batch_size
-            x0, y, _, _ = train.batch(dist.block(idx))
+            if weights is not None:
+                idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=gen)
+            else:
+                if cursor + cfg.batch_size > len(order):
+                    order, cursor = torch.randperm(len(train), generator=gen), 0
+                idx = order[cursor : cursor + cfg.batch_size]
+                cursor += cfg.batch_size
+            local = dist.block(idx)  # this process's block of the global batch
+            x0, y, _, _ = train.batch(local)
             xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
                 pred = model(channels_last_input(xt, cl), t, class_labels=y).sample
-            loss = F.mse_loss(pred.float(), target)
+            loss, stats = hook.loss(Step(pred.float(), target, xt, t, local, alphas, wrapped))
             if not torch.isfinite(loss):
-                raise RunError(f"diffusion step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
+                raise RunError(f"{hook.kind} step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
             optimiser_step(dist.weighted(loss, len(y), len(idx)), params, opt, lr_sched, ema, unet, cfg.grad_clip)
             step += 1
             elapsed += time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{step * cfg.batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
-            if step % 50 == 0 or step == cfg.max_steps:
-                logged = dist.batch_mean({"loss": loss.detach()}, len(y), len(idx))
+            if step % hook.log_every == 0 or step == cfg.max_steps:
+                logged = dist.batch_mean({"loss": loss.detach(), **stats}, len(y), len(idx))
                 if dist.is_main:
-                    append_jsonl(log_path, {"step": step, "loss": float(logged["loss"]), "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
+                    append_jsonl(log_path, {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
             if step in cfg.snapshot_steps and dist.is_main:
                 _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                if not all_finite(unet.parameters()):
-                    raise RunError(f"diffusion step {step}: the UNet holds non-finite weights; {_numerical_advice(ckpt)}")
+                if not all_finite(params):
+                    raise RunError(f"{hook.kind} step {step}: the model holds non-finite weights; {_numerical_advice(ckpt)}")
                 if dist.is_main:
                     save_state(ckpt, checkpoint_state(stateful, gen, step=step, elapsed=elapsed, order=order, cursor=cursor))
         bar.close()
         if dist.is_main:
-            finish_run(run_dir, unet, ema, {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
-                                            "device": str(device), "processes": dist.size})  # fmt: skip
+            summary = {"steps": step, "wall_time_s": round(elapsed, 3), "img_per_s": round(step * cfg.batch_size / max(elapsed, 1e-9), 2),
+                       "device": str(device), "processes": dist.size, **hook.finish(run_dir, modules), "estimate": read_estimate(run_dir)}  # fmt: skip
+            finish_run(run_dir, unet, ema, summary)
         dist.barrier()  # the exported model exists before any process samples from it
         return run_dir
 
 
-def _expected_bytes(unet: UNet2DModel, cfg: DiffusionConfig) -> int:
-    """The checkpoint (UNet, EMA, two AdamW moments) twice while it is replaced, EMA exports, a margin."""
-    weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+def _estimate(hook: LossHook, cfg: DiffusionConfig, train: Split, unet: UNet2DModel, modules: dict[str, nn.Module], noise_sched: Any,
+              alphas: torch.Tensor, null: int, device: torch.device, size: int, steps: int) -> dict[str, Any]:  # fmt: skip
+    """The measured duration of `steps` training steps: optimiser steps of throw-away copies of the
+    models (no DDP, no compilation), drawing from their own generator (estimate.py)."""
+    dist = current()
+    unet_c, modules_c = copy.deepcopy(unet), {k: copy.deepcopy(m) for k, m in modules.items()}
+    params = [p for m in (unet_c, *modules_c.values()) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
+    ema = EMAModel(unet_c.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+    cl = speed_settings([unet_c], device, channels_last=cfg.channels_last, compile=False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.arange(len(train))[: cfg.batch_size]
+    local = dist.block(idx)
+
+    def one_step() -> None:
+        x0, y, _, _ = train.batch(local)
+        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            pred = unet_c(channels_last_input(xt, cl), t, class_labels=y).sample
+        loss, _ = hook.loss(Step(pred.float(), target, xt, t, local, alphas, modules_c))
+        optimiser_step(loss, params, opt, lr_sched, ema, unet_c, cfg.grad_clip)
+
+    s_per_step, timed = seconds_per_step(one_step, device)
+    return make_estimate(s_per_step, timed, steps, device, cfg.preset, size, cfg.batch_size)
+
+
+def _expected_bytes(params: list[nn.Parameter], cfg: DiffusionConfig) -> int:
+    """The checkpoint (models, EMA, two AdamW moments) twice while it is replaced, EMA exports, a margin."""
+    weights = sum(p.numel() * p.element_size() for p in params)
     return weights * (8 + 2 * (1 + len(cfg.snapshot_steps))) + 16 * 2**20
 
 
@@ -312,7 +430,7 @@ def check_run_config(run_dir: Path, meta: dict, kind: str) -> None:
     def comparable(m: dict) -> dict:
         out = {k: v for k, v in m.items() if k != "version"}
         if isinstance(out.get("config"), dict):
-            out["config"] = {k: v for k, v in out["config"].items() if k not in SPEED_SETTINGS}
+            out["config"] = {k: v for k, v in out["config"].items() if k not in (*SPEED_SETTINGS, *GUARD_SETTINGS)}
         return out
 
     if comparable(old) != comparable(json.loads(json.dumps(meta))):

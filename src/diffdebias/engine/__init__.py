@@ -1,1 +1,1 @@
-"""The shared classifier-training engine: metrics, model selection, checkpoints, the loop, runs."""
+"""The shared classifier-training engine: metrics, model selection, checkpoints and the loop."""

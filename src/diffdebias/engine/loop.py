@@ -1,4 +1,4 @@
-"""The shared training loop: every method trains through `Engine.train_stage`.
+"""The shared training loop: every trainer trains through `Engine.train_stage`.
 
 A stage (e.g. 'main', or JTT's 'jtt_stage1') checkpoints its complete state at the end of each
 epoch into one safetensors file, so `--resume` continues it exactly; a finished stage leaves a
@@ -23,7 +23,7 @@ from ..data.base import BiasedDataset, Split
 from ..distributed import current, swapped
 from ..errors import RunError
 from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
-from ..methods.base import Method, MethodContext
+from ..trainers.base import Trainer, TrainerContext, TrainerInputs
 from ..runtime import all_finite, channels_last_input, derived_seed, seed_everything, speed_settings
 from ..state import load_state, save_state, save_weights
 from .augment import build_augment
@@ -34,7 +34,7 @@ from .selection import get_policy, select_epoch
 @dataclass
 class StageResult:
     stage: str
-    method: Method
+    trainer: Trainer
     history: list[dict]
     selected: dict
     wall_time_s: float
@@ -65,17 +65,9 @@ class Engine:
     def predict(self, model: torch.nn.Module, split: Split, batch_size: int = 1024, num_workers: int = 0) -> np.ndarray:
         return self.logits(model, split, batch_size, num_workers).argmax(1).numpy()
 
-    @torch.no_grad()
     def logits(self, model: torch.nn.Module, split: Split, batch_size: int = 1024, num_workers: int = 0) -> torch.Tensor:
         """Logits of every sample of `split`, in order (sharded over processes and gathered)."""
-        was_training = model.training
-        model.eval()
-        out = []
-        for x, _, _, _ in iterate_batches(split, self.dist.block(torch.arange(len(split))), batch_size, num_workers):
-            with self.autocast(True):
-                out.append(model(x.to(self.device, non_blocking=True)).float().cpu())
-        model.train(was_training)
-        return self.dist.gather(torch.cat(out))
+        return split_logits(model, split, self.device, batch_size, num_workers)
 
     def evaluate(self, model: torch.nn.Module, hp: dict, pseudo_groups: dict[str, torch.Tensor] | None = None) -> dict[str, dict]:
         """Metrics of every non-training split; `pseudo_groups` adds the pseudo-group metrics."""
@@ -93,30 +85,25 @@ class Engine:
         return result
 
     def autocast(self, enabled: bool):
-        on = enabled and self.device.type == "cuda"
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else torch.autocast("cpu", enabled=False)
+        return autocast(self.device, enabled)
 
     # --- training --------------------------------------------------------------
-    def context(self, method_cls: type[Method], hp: dict, groups: torch.Tensor | None = None) -> MethodContext:
-        train_b = self.data.split("train").b if method_cls.needs_bias_labels(hp) else None
-        return MethodContext(self.data, hp, self.device, train_b=train_b, groups=groups, dist=self.dist)
-
-    def train_stage(self, stage: str, method_cls: type[Method], hp: dict, *, groups: torch.Tensor | None = None) -> StageResult:
-        """Train `method_cls` with `hp` as stage `stage`, resuming or reloading what exists."""
+    def train_stage(self, stage: str, trainer_cls: type[Trainer], hp: dict, *, inputs: TrainerInputs | None = None) -> StageResult:
+        """Train `trainer_cls` with `hp` and a recipe's `inputs` as stage `stage`, resuming or
+        reloading what exists."""
         ckpt = self.run_dir / f"{stage}.ckpt.safetensors"
         done = self.run_dir / f"{stage}.done.json"
         seed_everything(derived_seed(self.seed, stage))
-        method = method_cls(self.context(method_cls, hp, groups))
-        method.prepare(self)
+        trainer = trainer_cls(TrainerContext(self.data, hp, self.device, inputs or TrainerInputs(), self.dist))
         gen = torch.Generator().manual_seed(derived_seed(self.seed, stage + "/data"))
         policy = get_policy(hp["selection"])
         state = {"epoch": 0, "history": [], "elapsed": 0.0, "best_score": None, "best_weights": None}
         info = _read_done(done)
         if info is not None or (ckpt.exists() and self.resume):
-            state = self._restore(ckpt, method, gen)
+            state = self._restore(ckpt, trainer, gen)
             if info is not None:
                 self.stage_times[stage] = info["wall_time_s"]
-                return StageResult(stage, method, state["history"], info["selected"], info["wall_time_s"])
+                return StageResult(stage, trainer, state["history"], info["selected"], info["wall_time_s"])
             if self.dist.is_main:
                 remove_stale_temps(self.run_dir)
                 write_text_atomic(self._log_path(stage), "".join(json.dumps(r, sort_keys=True) + "\n" for r in state["history"]))
@@ -124,29 +111,29 @@ class Engine:
             raise RunError(f"{ckpt}: an unfinished stage exists in this run directory; pass --resume to continue it or choose another --out")
         elif self.dist.is_main:
             self._log_path(stage).unlink(missing_ok=True)
-        check_output_dir(self.run_dir, expected_bytes(method))
+        check_output_dir(self.run_dir, expected_bytes(trainer))
         with energy.stage(stage):
-            self._fit(stage, method, hp, gen, policy, state, ckpt)
+            self._fit(stage, trainer, hp, gen, policy, state, ckpt)
         selected = select_epoch(state["history"], policy.name)
         best = state["best_weights"] if policy.val_metric is not None else None
-        weights = best if best is not None else method.eval_model().state_dict()
+        weights = best if best is not None else trainer.eval_model().state_dict()
         self.stage_times[stage] = state["elapsed"]
         if self.dist.is_main:
             save_weights(self.run_dir / f"{stage}.model.safetensors", weights, {"epoch": str(selected["epoch"])})
             write_json_atomic(done, {"selected": selected, "wall_time_s": state["elapsed"], "epochs": len(state["history"])})
         self.dist.barrier()  # the stage's files exist before any process goes on
-        return StageResult(stage, method, state["history"], selected, state["elapsed"])
+        return StageResult(stage, trainer, state["history"], selected, state["elapsed"])
 
     def _log_path(self, stage: str) -> Path:
         return self.run_dir / f"{stage}.metrics.jsonl"
 
-    def _fit(self, stage, method, hp, gen, policy, state, ckpt) -> None:
-        train = method.train_split()
-        modules, optimizers = method.modules(), method.optimizers()
+    def _fit(self, stage, trainer, hp, gen, policy, state, ckpt) -> None:
+        train = trainer.train_split()
+        modules, optimizers = trainer.modules(), trainer.optimizers()
         dist = self.dist
         cl = speed_settings(modules.values(), self.device, channels_last=hp["channels_last"], compile=hp["compile"])
         ddp = {k: w for k, w in ((k, dist.wrap(m)) for k, m in modules.items()) if w is not modules[k]}
-        steps_per_epoch = -(-method.epoch_size() // hp["batch_size"])
+        steps_per_epoch = -(-trainer.epoch_size() // hp["batch_size"])
         schedulers = self._schedulers(optimizers, hp, steps_per_epoch)
         if state.get("schedulers"):
             for name, sch in schedulers.items():
@@ -156,7 +143,7 @@ class Engine:
             t0 = time.perf_counter()
             for m in modules.values():
                 m.train()
-            indices = method.epoch_indices(gen)
+            indices = trainer.epoch_indices(gen)
             bar = tqdm(total=len(indices), desc=f"{stage} {epoch + 1}/{hp['epochs']}", unit="img", disable=self.quiet or not dist.is_main, leave=False)
             loss_sum, n_seen, n_local = 0.0, 0, 0
             # global batches; with several processes each takes its block (a last batch smaller than
@@ -167,8 +154,8 @@ class Engine:
                 if augment is not None:
                     x = augment(x, gen, n_global, dist.block_slice(n_global))
                 x = channels_last_input(x, cl)
-                with self.autocast(hp["amp"]), swapped(method, ddp):
-                    loss, stats = method.loss(x, y, idx)
+                with self.autocast(hp["amp"]), swapped(trainer, ddp):
+                    loss, stats = trainer.loss(x, y, idx)
                 if not torch.isfinite(loss):
                     raise RunError(f"stage '{stage}' epoch {epoch + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
                 for opt in optimizers.values():
@@ -189,17 +176,17 @@ class Engine:
             if dist.active:  # the global batches' mean loss, as one process would log it
                 loss_sum = float(dist.sum(torch.tensor([loss_sum], dtype=torch.float64)))
             train_time = time.perf_counter() - t0
-            metrics = self.evaluate(method.eval_model(), hp, method.pseudo_groups)
+            metrics = self.evaluate(trainer.eval_model(), hp, trainer.eval_groups)
             state["elapsed"] += time.perf_counter() - t0
             row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "train_img_per_s": n_seen / max(train_time, 1e-9), **metrics}
             state["history"].append(row)
             score = row.get("val", {}).get(policy.val_metric) if policy.val_metric else None
             if score is not None and (state["best_score"] is None or score > state["best_score"]):
                 state["best_score"] = score
-                state["best_weights"] = {k: v.detach().cpu().clone() for k, v in method.eval_model().state_dict().items()}
+                state["best_weights"] = {k: v.detach().cpu().clone() for k, v in trainer.eval_model().state_dict().items()}
             state["epoch"] = epoch + 1
             if state["epoch"] % hp["checkpoint_every"] == 0 or state["epoch"] == hp["epochs"]:
-                self._checkpoint(ckpt, method, gen, schedulers, state)
+                self._checkpoint(ckpt, trainer, gen, schedulers, state)
             if dist.is_main:
                 append_jsonl(self._log_path(stage), row)
             if not self.quiet and dist.is_main:
@@ -218,8 +205,8 @@ class Engine:
             return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for k, o in optimizers.items()}
         raise RunError(f"unknown schedule '{hp['schedule']}'; valid: none, cosine")
 
-    def _checkpoint(self, path: Path, method: Method, gen: torch.Generator, schedulers: dict, state: dict) -> None:
-        for name, module in method.modules().items():
+    def _checkpoint(self, path: Path, trainer: Trainer, gen: torch.Generator, schedulers: dict, state: dict) -> None:
+        for name, module in trainer.modules().items():
             if not all_finite(module.state_dict().values()):
                 raise RunError(f"epoch {state['epoch']}: model '{name}' holds non-finite weights; {_numerical_advice(path)}")
         if not self.dist.is_main:
@@ -232,24 +219,24 @@ class Engine:
                 "history_json": json.dumps(state["history"]),
                 "best_score": state["best_score"],
                 "best_weights": state["best_weights"],
-                "modules": {k: m.state_dict() for k, m in method.modules().items()},
-                "optimizers": {k: o.state_dict() for k, o in method.optimizers().items()},
+                "modules": {k: m.state_dict() for k, m in trainer.modules().items()},
+                "optimizers": {k: o.state_dict() for k, o in trainer.optimizers().items()},
                 "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-                "extra": method.extra_state(),
+                "extra": trainer.extra_state(),
                 "gen": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
             },
         )
 
-    def _restore(self, path: Path, method: Method, gen: torch.Generator) -> dict:
+    def _restore(self, path: Path, trainer: Trainer, gen: torch.Generator) -> dict:
         if not path.exists():
             raise RunError(f"{path}: the checkpoint of a finished stage is missing; delete {path.parent} to rerun")
         st = load_state(path)
-        for k, m in method.modules().items():
+        for k, m in trainer.modules().items():
             m.load_state_dict(st["modules"][k])
-        for k, o in method.optimizers().items():
+        for k, o in trainer.optimizers().items():
             o.load_state_dict(st["optimizers"][k])
-        method.load_extra_state(st["extra"])
+        trainer.load_extra_state(st["extra"])
         gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
         return {
@@ -260,6 +247,26 @@ class Engine:
             "best_weights": st["best_weights"],
             "schedulers": st["schedulers"],
         }
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (when `enabled`); full precision on the CPU."""
+    on = enabled and device.type == "cuda"
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def split_logits(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 1024, num_workers: int = 0) -> torch.Tensor:
+    """Logits of every sample of `split`, in order (sharded over the processes of a launch and gathered)."""
+    dist = current()
+    was_training = model.training
+    model.eval()
+    out = []
+    for x, _, _, _ in iterate_batches(split, dist.block(torch.arange(len(split))), batch_size, num_workers):
+        with autocast(device):
+            out.append(model(x.to(device, non_blocking=True)).float().cpu())
+    model.train(was_training)
+    return dist.gather(torch.cat(out))
 
 
 def iterate_batches(split: Split, indices: torch.Tensor, batch_size: int, num_workers: int = 0) -> Iterator[tuple]:
@@ -292,10 +299,10 @@ def _read_done(path: Path) -> dict | None:
     return None
 
 
-def expected_bytes(method: Method) -> int:
+def expected_bytes(trainer: Trainer) -> int:
     """Disk space a stage needs: a checkpoint (weights, optimiser state, best weights) twice while
     it is replaced atomically, the final weights, and a margin."""
-    weights = sum(t.numel() * t.element_size() for m in method.modules().values() for t in m.state_dict().values())
+    weights = sum(t.numel() * t.element_size() for m in trainer.modules().values() for t in m.state_dict().values())
     return 9 * weights + 16 * 2**20
 
 

@@ -21,14 +21,9 @@ from itertools import combinations
 
 import numpy as np
 
-from ..data.base import UNKNOWN_BIAS
+from ..data.base import UNKNOWN_BIAS, bias_conflicting, majority_bias
 
 METRIC_NAMES = ("avg_acc", "unbiased_acc", "wga", "aligned_acc", "conflicting_acc", "avg_acc_train_weighted", "worst_class_acc")
-
-
-def majority_bias(train_counts: np.ndarray) -> np.ndarray:
-    """For each class, the bias value it co-occurs with most in training (the aligned value)."""
-    return np.asarray(train_counts).argmax(axis=1)
 
 
 def classification_metrics(
@@ -63,8 +58,7 @@ def classification_metrics(
     out["wga"] = _pct(cell_acc[filled].min())
     if train_counts is not None:
         counts = np.asarray(train_counts, dtype=np.float64)
-        aligned_value = majority_bias(counts)
-        aligned = b == aligned_value[y]
+        aligned = ~bias_conflicting(y, b, majority_bias(counts))
         out["aligned_acc"] = _pct(correct[aligned].mean()) if aligned.any() else None
         out["conflicting_acc"] = _pct(correct[~aligned].mean()) if (~aligned).any() else None
         weights = np.where(filled, counts, 0.0)

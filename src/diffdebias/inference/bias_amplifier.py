@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
+from torch.utils.data import WeightedRandomSampler
 
-from ..data.base import Split
+from ..data.base import Split, bias_conflicting
 from ..errors import ConfigError
-
+from ..trainers.losses import per_sample_ce
 
 GROUPINGS = ("pred", "binary")
+WEIGHT_SCHEMES = ("group", "upweight")
 
 
 @dataclass
@@ -48,14 +49,35 @@ class GroupInference:
 
     @property
     def error_set(self) -> torch.Tensor:
+        """Indices of the pseudo-conflicting samples."""
         return torch.nonzero(self.conflicting).flatten()
+
+    def weights(self, y: torch.Tensor, scheme: str = "group", lambda_up: float = 50.0) -> torch.Tensor:
+        """Per-sample weights: `group` = 1 / size of the sample's pseudo-group (every group drawn
+        equally often, Recipe I's balanced sampling); `upweight` = `lambda_up` for the error set and
+        1 elsewhere (the error-set variant as weights). Normalised to mean 1."""
+        if scheme == "group":
+            g = self.groups(y)
+            w = 1.0 / torch.bincount(g, minlength=self.num_groups).float()[g]
+        elif scheme == "upweight":
+            w = torch.where(self.conflicting, float(lambda_up), 1.0)
+        else:
+            raise ConfigError(f"weight scheme must be one of {', '.join(WEIGHT_SCHEMES)}, got {scheme!r}")
+        return w * (len(w) / w.sum())
+
+    def sampler(self, y: torch.Tensor, scheme: str = "group", lambda_up: float = 50.0, num_samples: int | None = None,
+                generator: torch.Generator | None = None) -> WeightedRandomSampler:  # fmt: skip
+        """A `WeightedRandomSampler` over the samples with `weights(y, scheme, lambda_up)`, drawing
+        `num_samples` (default: as many as there are samples) with replacement."""
+        w = self.weights(y, scheme, lambda_up)
+        return WeightedRandomSampler(w.double(), num_samples or len(w), replacement=True, generator=generator)
 
 
 def infer_groups(logits: torch.Tensor, y: torch.Tensor, threshold: float = 0.0, grouping: str = "pred") -> GroupInference:
     """Pseudo-conflicting: misclassified by the BA, or p(y) < threshold when threshold > 0."""
     if grouping not in GROUPINGS:
         raise ConfigError(f"ba_grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
-    scores = F.cross_entropy(logits.float(), y, reduction="none")
+    scores = per_sample_ce(logits, y)
     preds = logits.argmax(1)
     if threshold > 0:
         conflicting = torch.softmax(logits.float(), 1).gather(1, y[:, None]).squeeze(1) < threshold
@@ -66,10 +88,9 @@ def infer_groups(logits: torch.Tensor, y: torch.Tensor, threshold: float = 0.0, 
 
 def diagnostics(inference: GroupInference, split: Split, aligned_value: np.ndarray) -> dict:
     """How well the BA flags the truly bias-conflicting samples (bias labels: evaluation only)."""
-    y, b = split.y.numpy(), split.b.numpy()
-    if (b < 0).any():
+    if not split.has_bias_labels:
         return {"available": False}
-    truth = b != aligned_value[y]
+    truth = bias_conflicting(split.y.numpy(), split.b.numpy(), aligned_value)
     flag = inference.conflicting.numpy()
     tp = int((flag & truth).sum())
     out = {

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
+from .._version import __version__
+from ..audit import audit_synthetic, train_judges
 from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, summary_table
 from ..data.registry import load_dataset
 from ..errors import RunError
@@ -233,8 +234,6 @@ def _audit_section(results: list[dict], loader: _DataCache, directory: Path, epo
         return '<p class="note">No synthetic set to audit.</p>'
     if epochs is None:
         return '<p class="note">Skipped (--no-audit).</p>'
-    from ..diffusion.audit import audit_synthetic, train_judges
-
     parts = [f'<p class="note">Judges trained on the real data ({epochs} epochs; bias labels used for this evaluation only): '
              "conditional accuracy = share of class-c samples the class judge calls c; bias alignment rate = share whose bias "
              "judge's prediction is the class's majority bias value in the real training data.</p>"]  # fmt: skip

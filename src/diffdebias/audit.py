@@ -18,17 +18,16 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..data.base import BiasedDataset, TensorSplit
-from ..engine.loop import Engine
-from ..runtime import resolve_device
-from ..engine.metrics import majority_bias
-from ..errors import DatasetError
-from ..hparams import resolve_hparams
-from ..methods import get_method
-from ..models import build_model
-from ..paths import cache_home
-from ..state import load_weights
-from .train import data_identity
+from .data.base import BiasedDataset, TensorSplit
+from .diffusion.train import data_identity
+from .engine.loop import Engine
+from .errors import DatasetError
+from .hparams import resolve_hparams
+from .models import build_model
+from .paths import cache_home
+from .runtime import resolve_device
+from .state import load_weights
+from .trainers import ERM, GroupDRO, TrainerInputs
 
 
 def channel_max_view(split: TensorSplit) -> TensorSplit:
@@ -66,7 +65,11 @@ def train_judges(data: BiasedDataset, epochs: int = 10, quiet: bool = True) -> d
         method = "erm" if kind == "bias" or _view(data) else "groupdro"
         hp = resolve_hparams(method, data.name, {"epochs": epochs, "selection": "val_avg"})
         engine = Engine(jdata, base / kind, seed=0, device=device, quiet=quiet, resume=True)
-        result = engine.train_stage("main", get_method(method), hp)
+        if method == "erm":
+            result = engine.train_stage("main", ERM, hp)
+        else:  # the true (class, bias) cells of the real training data
+            train = jdata.split("train")
+            result = engine.train_stage("main", GroupDRO, hp, inputs=TrainerInputs(groups=train.y * jdata.num_bias + train.b))
         model = build_model(hp["model"], jdata.num_classes, jdata.spec).to(device)
         model.load_state_dict(load_weights(base / kind / "main.model.safetensors"))
         judges[kind] = {"model": model.eval(), "test_acc": result.selected["test"]["avg_acc"], "engine": engine, "data": jdata, "method": method}
@@ -83,7 +86,7 @@ def audit_synthetic(synth: BiasedDataset, data: BiasedDataset, judges: dict | No
     class_view = VIEWS[_view(data)](whole) if _view(data) else whole
     cls_pred = judges["class"]["engine"].predict(judges["class"]["model"], class_view)
     bias_pred = judges["bias"]["engine"].predict(judges["bias"]["model"], whole)
-    aligned_value = majority_bias(data.group_counts("train").to_numpy()[:, : data.num_bias])
+    aligned_value = data.aligned_bias()
     per_class = {}
     for c in range(data.num_classes):
         m = y == c

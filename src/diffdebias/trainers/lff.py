@@ -3,6 +3,10 @@
 A biased model trained with GCE and a debiased model trained with CE weighted per sample by
 W = L_b / (L_b + L_d), where L are per-sample loss EMAs (momentum `ema`) normalised by their
 class-wise maximum. Both models train together.
+
+Given `bias_losses` (a frozen biased model's per-sample losses, DDB Recipe II's Bias Amplifier),
+no biased model is trained: its EMA is set to those constants at the start, so the class-wise
+maxima are exact from the first step; the debiased model's EMA is LfF's.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from ..distributed import Dist
-from .base import Method, MethodContext, per_sample_ce, per_sample_gce
+from .base import Trainer, TrainerContext
+from .losses import per_sample_ce, per_sample_gce
 
 
 class LossEMA:
@@ -56,30 +61,38 @@ def relative_difficulty(ema_b: LossEMA, ema_d: LossEMA, loss_b, loss_d, y, idx, 
     return lb / (lb + ld + 1e-8)
 
 
-class LfF(Method):
+class LfF(Trainer):
     name = "lff"
 
-    def __init__(self, ctx: MethodContext):
+    def __init__(self, ctx: TrainerContext):
         super().__init__(ctx)  # self.model is the debiased model
-        self.biased = ctx.new_model()
-        self.biased_optimizer = ctx.new_optimizer(self.biased.parameters())
-        labels = ctx.data.split("train").y
+        labels, given = ctx.train.y, ctx.inputs.bias_losses
         self.ema_b = LossEMA(ctx.num_train, labels, ctx.data.num_classes, ctx.hp["ema"])
         self.ema_d = LossEMA(ctx.num_train, labels, ctx.data.num_classes, ctx.hp["ema"])
+        self.biased = None
+        if given is None:
+            self.biased = ctx.new_model()
+            self.biased_optimizer = ctx.new_optimizer(self.biased.parameters())
+        else:  # a frozen biased model: its loss on each sample is a constant
+            self.ema_b.values.copy_(given)
+            self.ema_b.updated.fill_(1.0)
 
     def modules(self):
-        return {"model": self.model, "biased": self.biased}
+        return {"model": self.model} | ({"biased": self.biased} if self.biased is not None else {})
 
     def optimizers(self):
-        return {"model": self.optimizer, "biased": self.biased_optimizer}
+        return {"model": self.optimizer} | ({"biased": self.biased_optimizer} if self.biased is not None else {})
 
     def loss(self, x, y, idx):
-        logit_b, logit_d = self.biased(x), self.model(x)
-        ce_b, ce_d = per_sample_ce(logit_b, y), per_sample_ce(logit_d, y)
-        w = relative_difficulty(self.ema_b, self.ema_d, ce_b, ce_d, y, idx, self.ctx.dist).to(x.device)
+        logit_d = self.model(x)
+        ce_d = per_sample_ce(logit_d, y)
+        if self.biased is None:
+            w = relative_difficulty(self.ema_b, self.ema_d, self.ema_b.values[idx.cpu()], ce_d, y, idx, self.ctx.dist).to(x.device)
+            return (ce_d * w).mean(), {"w_mean": float(w.mean())}
+        logit_b = self.biased(x)
+        w = relative_difficulty(self.ema_b, self.ema_d, per_sample_ce(logit_b, y), ce_d, y, idx, self.ctx.dist).to(x.device)
         loss_b = per_sample_gce(logit_b, y, self.ctx.hp["q"]).mean()
-        loss_d = (ce_d * w).mean()
-        return loss_b + loss_d, {"w_mean": float(w.mean())}
+        return loss_b + (ce_d * w).mean(), {"w_mean": float(w.mean())}
 
     def extra_state(self):
         return {"ema_b": self.ema_b.state(), "ema_d": self.ema_d.state()}

@@ -1,40 +1,59 @@
-"""The method interface (DomainBed style): a method owns its models and optimisers and turns a
-batch into a loss; the shared engine does the rest (loop, AMP, checkpoints, evaluation)."""
+"""The trainer interface (DomainBed style): a trainer owns its models and optimisers and turns a
+batch into a loss; the engine does the rest (loop, AMP, checkpoints, evaluation).
+
+Trainers are pure: they never build another pipeline. What a recipe inferred (groups, an
+upsampled index list, a frozen biased model's losses, a training split with synthetic images)
+arrives ready-made in :class:`TrainerInputs` (SpuCo's split of group inference from robust training).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import BiasedDataset, Split
 from ..distributed import Dist, current
 from ..errors import ConfigError
 from ..models import build_model
+from .losses import per_sample_ce
 
 
 @dataclass
-class MethodContext:
-    """What a method may know about its run. `train_b` is None unless the method is allowed bias labels."""
+class TrainerInputs:
+    """What a recipe hands to a trainer; every field is optional and says what the trainer gets."""
+
+    groups: torch.Tensor | None = None  # group id of every training sample (Group DRO)
+    num_groups: int | None = None  # groups that may occur (default: max id + 1)
+    indices: torch.Tensor | None = None  # one epoch's training indices, with repeats (upsampling)
+    bias_losses: torch.Tensor | None = None  # per-sample loss of a frozen biased model (LfF without its biased model)
+    train_split: Split | None = None  # another training split (e.g. real + synthetic images)
+    eval_groups: dict[str, torch.Tensor] = field(default_factory=dict)  # inferred groups of eval splits, for selection
+
+
+@dataclass
+class TrainerContext:
+    """What a trainer may know about its run: the data (labels y only), hyperparameters, inputs."""
 
     data: BiasedDataset
     hp: dict[str, Any]
     device: torch.device
-    train_b: torch.Tensor | None = None
-    groups: torch.Tensor | None = None  # per-training-sample group ids, for group-based trainers
-    extras: dict[str, Any] = field(default_factory=dict)
+    inputs: TrainerInputs = field(default_factory=TrainerInputs)
     dist: Dist = field(default_factory=current)  # the processes of a multi-process launch (distributed.py)
 
     @property
-    def num_train(self) -> int:
-        return len(self.data.split("train"))
+    def train(self) -> Split:
+        return self.inputs.train_split if self.inputs.train_split is not None else self.data.split("train")
 
-    def new_model(self) -> nn.Module:
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    def new_model(self, arch: str | None = None) -> nn.Module:
         hp = self.hp
-        return build_model(hp["model"], self.data.num_classes, self.data.spec, hp["pretrained"]).to(self.device)
+        return build_model(arch or hp["model"], self.data.num_classes, self.data.spec, hp["pretrained"]).to(self.device)
 
     def new_optimizer(self, params) -> torch.optim.Optimizer:
         hp = self.hp
@@ -47,7 +66,7 @@ class MethodContext:
         raise ConfigError(f"unknown optimizer '{hp['optimizer']}'; valid: adam, adamw, sgd")
 
 
-class Method:
+class Trainer:
     """Base class: plain ERM on one model. Subclasses override `loss` and, if they need to, the rest.
 
     `loss` gets this process's block of the global batch and returns a mean over it; under several
@@ -56,20 +75,16 @@ class Method:
     (`ctx.dist.gather` / `ctx.dist.sum`) so that every process keeps the same state."""
 
     name = "erm"
-    pseudo_groups: dict[str, torch.Tensor] | None = None  # inferred groups of eval splits, e.g. {"val": ...}
 
-    def __init__(self, ctx: MethodContext):
+    def __init__(self, ctx: TrainerContext):
         self.ctx = ctx
         self.model = ctx.new_model()
         self.optimizer = ctx.new_optimizer(self.model.parameters())
 
-    @classmethod
-    def needs_bias_labels(cls, hp: dict[str, Any]) -> bool:
-        """True only for oracle references that train on the true bias labels."""
-        return False
-
-    def prepare(self, engine) -> None:
-        """Run preliminary stages (e.g. JTT's first model) before training; default: nothing."""
+    @property
+    def eval_groups(self) -> dict[str, torch.Tensor]:
+        """Inferred groups of evaluation splits (pseudo-group metrics and selection)."""
+        return self.ctx.inputs.eval_groups
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
@@ -82,8 +97,8 @@ class Method:
         return self.model
 
     def train_split(self) -> Split:
-        """The split the engine trains on (default: the dataset's training split)."""
-        return self.ctx.data.split("train")
+        """The split the engine trains on (default: the dataset's, or the one the recipe gave)."""
+        return self.ctx.train
 
     def epoch_indices(self, gen: torch.Generator) -> torch.Tensor:
         """Training indices of one epoch, in order (default: a permutation of the training set)."""
@@ -94,29 +109,11 @@ class Method:
         return self.ctx.num_train
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        losses = per_sample_ce(self.model(x), y)
-        return losses.mean(), {}
+        return per_sample_ce(self.model(x), y).mean(), {}
 
     def extra_state(self) -> dict[str, Any]:
-        """Method state beyond weights and optimisers (loss EMAs, group weights), for checkpoints."""
+        """Trainer state beyond weights and optimisers (loss EMAs, group weights), for checkpoints."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what `extra_state` returned."""
-
-
-def per_sample_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), y, reduction="none")
-
-
-def per_sample_gce(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
-    """Generalised cross-entropy in LfF's form: CE weighted by q * p_y^q (detached).
-
-    Its gradient is q times that of (1 - p_y^q) / q, the GCE of Zhang & Sabuncu.
-    """
-    logits = logits.float()
-    p_y = torch.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1).detach()
-    return F.cross_entropy(logits, y, reduction="none") * (p_y**q) * q
-
-
-MethodFactory = Callable[[MethodContext], Method]

@@ -18,16 +18,17 @@ from typing import Any
 
 import torch
 
-from .. import __version__, energy
-from ..data.registry import load_dataset
-from ..distributed import current
-from ..errors import ConfigError, RunError
-from ..hparams import PERFORMANCE_KEYS, resolve_hparams
-from ..io import append_jsonl, exclusive, write_json_atomic, write_text_atomic
-from ..methods import get_method
-from ..runtime import resolve_device
-from .loop import Engine
-from .selection import POLICIES, get_policy, select_epoch
+from . import energy
+from ._version import __version__
+from .data.registry import load_dataset
+from .distributed import current
+from .engine.loop import Engine
+from .engine.selection import POLICIES, get_policy, select_epoch
+from .errors import ConfigError, RunError
+from .hparams import PERFORMANCE_KEYS, resolve_hparams
+from .io import append_jsonl, exclusive, write_json_atomic, write_text_atomic
+from .recipes import get_method
+from .runtime import resolve_device
 
 COMPLETE = "COMPLETE"
 
@@ -55,7 +56,7 @@ def run_method(
     quiet: bool = False,
 ) -> dict:
     """Run `method` on `dataset` and return its results (read back if the run is complete)."""
-    method_cls = get_method(method)
+    recipe = get_method(method)
     hp = resolve_hparams(method, dataset, overrides)
     get_policy(hp["selection"])
     run_dir = Path(out) if out is not None else default_run_dir(method, dataset, ratio, seed)
@@ -82,9 +83,9 @@ def run_method(
         _check_config(run_dir, config, resume)
         device = resolve_device(hp["device"])
         engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
-        result = engine.train_stage("main", method_cls, hp)
+        result = engine.train_stage("main", recipe.trainer, hp, inputs=recipe.inputs(engine, hp))
         policy = get_policy(hp["selection"])
-        uses_train_b = method_cls.needs_bias_labels(hp)
+        uses_train_b = recipe.uses_bias_labels(hp)
         results = {
             **{k: config[k] for k in ("method", "dataset", "ratio", "seed")},
             "selection": policy.name,

@@ -1,9 +1,10 @@
 """GCE: generalised cross-entropy (q = 0.7 by default), the usual biased auxiliary."""
 
-from .base import Method, per_sample_gce
+from .base import Trainer
+from .losses import per_sample_gce
 
 
-class GCE(Method):
+class GCE(Trainer):
     name = "gce"
 
     def loss(self, x, y, idx):

@@ -1,7 +1,7 @@
 """ERM: plain cross-entropy."""
 
-from .base import Method
+from .base import Trainer
 
 
-class ERM(Method):
+class ERM(Trainer):
     name = "erm"

@@ -1,0 +1,34 @@
+"""The registry of classifier-debiasing methods: one recipe file per method, one line each here."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..trainers import ERM, GCE, LfF
+from .base import Recipe
+from .ddb1 import DDB1
+from .ddb1_errset import DDB1ErrSet
+from .ddb2 import DDB2
+from .diffubias import DiffuBias
+from .groupdro import LabelGroups
+from .jtt import JTT
+
+METHODS: dict[str, Recipe] = {
+    "erm": Recipe("erm", ERM),
+    "gce": Recipe("gce", GCE),
+    "lff": Recipe("lff", LfF),
+    "jtt": JTT(),
+    "groupdro": LabelGroups(),
+    "ddb1": DDB1(),
+    "ddb1_errset": DDB1ErrSet(),
+    "ddb2": DDB2(),
+    "diffubias": DiffuBias(),
+}
+
+
+def get_method(name: str) -> Recipe:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'; valid: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "Recipe", "get_method"]

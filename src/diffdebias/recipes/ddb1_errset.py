@@ -1,0 +1,23 @@
+"""DDB Recipe I, error-set variant: the Bias Amplifier's error set on the real training data is
+upsampled lambda_up times (JTT-style) and a fresh model is trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..stages.bias_amplifier import bias_amplifier_groups
+from ..trainers import TrainerInputs, Upsample
+from ..trainers.upsample import upsample
+from .base import DDBRecipe
+
+
+@dataclass(frozen=True)
+class DDB1ErrSet(DDBRecipe):
+    name: str = "ddb1_errset"
+    trainer: type = Upsample
+
+    def inputs(self, engine, hp):
+        inferred = bias_amplifier_groups(engine, hp)
+        n = len(engine.data.split("train"))
+        return TrainerInputs(indices=upsample(n, inferred["train"].error_set, hp["lambda_up"]),
+                             eval_groups={"val": inferred["val"].groups(engine.data.split("val").y)})  # fmt: skip

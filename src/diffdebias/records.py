@@ -1,0 +1,153 @@
+"""The typed record of a finished run: what `results.json` holds, its notes included.
+
+`RunResult.to_dict()` is written as results.json (by `run.run_method` only) and
+`RunResult.from_dict()` reads one back (collect, report, quickstart, the API); notes a run did
+not make are left out of the file, as before, so results.json files of earlier versions read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import RunError
+
+T = TypeVar("T")
+
+
+@dataclass
+class GeneratorNote:
+    """The generator and synthetic set a DDB run used (stages/generator.py)."""
+
+    run: str
+    synthetic_set: str
+    steps: int
+    seed: int
+    sampler: str
+    sampler_steps: int
+    w: float
+    per_class: int
+    preset: str | None = None
+    estimate: dict[str, Any] | None = None  # diffusion/estimate.py, when the generator was trained by this version
+
+
+@dataclass
+class BADiagnostics:
+    """How well a Bias Amplifier flags the truly bias-conflicting training samples (bias labels:
+    evaluation only); `available` is False on data without bias labels."""
+
+    available: bool
+    num_conflicting: int | None = None
+    num_flagged: int | None = None
+    precision: float | None = None
+    recall: float | None = None
+    auroc: float | None = None
+
+
+@dataclass
+class BAAugmentNote:
+    """`ba_augment=auto`'s candidates (zoom, rotate, val_acc) and the one chosen."""
+
+    mode: str
+    candidates: list[dict[str, float]]
+    chosen: dict[str, float]
+    uses_bias_labels: bool = False
+
+
+@dataclass
+class TrainingSetNote:
+    real: int
+    synthetic: int
+
+
+@dataclass
+class Notes:
+    """Facts a run records beside its metrics; None where the method made no such fact."""
+
+    generator: GeneratorNote | None = None
+    ba_augment: BAAugmentNote | None = None
+    ba_diagnostics: dict[str, BADiagnostics] | None = None
+    ba_diagnostics_use_bias_labels: str | None = None
+    pseudo_conflicting: int | None = None
+    jtt_error_set_size: int | None = None
+    diffubias: dict[str, Any] | None = None  # the pipeline's stages: candidates, captions, generated (diffubias/stages.py)
+    diffubias_bias_labels: str | None = None
+    final_training_set: TrainingSetNote | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Notes":
+        return cls(
+            generator=_build(GeneratorNote, d.get("generator")),
+            ba_augment=_build(BAAugmentNote, d.get("ba_augment")),
+            ba_diagnostics=None if d.get("ba_diagnostics") is None else {k: _build(BADiagnostics, v) for k, v in d["ba_diagnostics"].items()},
+            ba_diagnostics_use_bias_labels=d.get("ba_diagnostics_use_bias_labels"),
+            pseudo_conflicting=d.get("pseudo_conflicting"),
+            jtt_error_set_size=d.get("jtt_error_set_size"),
+            diffubias=d.get("diffubias"),
+            diffubias_bias_labels=d.get("diffubias_bias_labels"),
+            final_training_set=_build(TrainingSetNote, d.get("final_training_set")),
+        )
+
+
+@dataclass
+class BiasLabelUse:
+    training: bool
+    selection: bool
+
+
+@dataclass
+class RunResult:
+    """One finished run (results.json). `val` / `test` map metric names (engine/metrics.py) to
+    values; `by_policy` is what each selection policy would have picked."""
+
+    method: str
+    dataset: str
+    ratio: float | None
+    seed: int
+    selection: str
+    selected_epoch: int
+    bias_labels_used: BiasLabelUse
+    oracle: bool
+    val: dict[str, Any]
+    test: dict[str, Any]
+    by_policy: dict[str, Any]
+    wall_time_s: dict[str, float]
+    energy: dict[str, Any]
+    notes: Notes
+    hparams: dict[str, Any]
+    data_options: dict[str, Any]
+    device: str
+    machine: dict[str, Any]
+    version: str
+    run_dir: str | None = None  # where it was read from (collect), not written
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "run_dir"}
+        out["bias_labels_used"] = dataclasses.asdict(self.bias_labels_used)
+        out["notes"] = self.notes.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "results.json") -> "RunResult":
+        """Read a results.json object; a missing field is a RunError naming `source` and the field."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("run_dir", "notes", "bias_labels_used")]
+        missing = [n for n in (*names, "bias_labels_used") if n not in d]
+        if missing:
+            raise RunError(f"{source}: field '{missing[0]}' is missing; the file is not a results.json of this toolkit (rerun the run)")
+        return cls(**{n: d[n] for n in names}, bias_labels_used=BiasLabelUse(**d["bias_labels_used"]),
+                   notes=Notes.from_dict(d.get("notes") or {}), run_dir=d.get("run_dir"))  # fmt: skip
+
+    @property
+    def total_wall_time_s(self) -> float:
+        return sum(self.wall_time_s.values())
+
+
+def _build(cls: type[T], value: Any) -> T | None:
+    if value is None:
+        return None
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in value.items() if k in known})
