@@ -29,6 +29,7 @@ for m in sys.argv[3].split(","):
     if m == "jtt":
         ov["lambda_up"] = 5
     r = run_method(m, "colored_fmnist", ratio=1.0, seed=0, out=out / m, overrides=ov, quiet=True)
+    r = r if isinstance(r, dict) else r.to_dict()  # a RunResult since 2026-12-01
     keep = ("ba_diagnostics", "pseudo_conflicting", "jtt_error_set_size", "ba_augment")
     res[m] = {"test": r["test"], "val": r["val"], "epoch": r["selected_epoch"], "notes": {k: v for k, v in r["notes"].items() if k in keep}}
     print(m, r["test"]["unbiased_acc"], flush=True)

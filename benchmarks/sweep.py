@@ -21,7 +21,7 @@ def _one(job: tuple) -> dict:
 
     method, overrides, seed, dataset, ratio, out = job
     r = run_method(method, dataset, ratio=ratio, seed=seed, out=out, overrides=overrides, quiet=True)
-    return {"method": method, "set": overrides, "seed": seed, "by_policy": r["by_policy"], "wall": sum(r["wall_time_s"].values()), "notes": r["notes"]}
+    return {"method": method, "set": overrides, "seed": seed, "by_policy": r.by_policy, "wall": r.total_wall_time_s, "notes": r.notes.to_dict()}
 
 
 def main() -> None:

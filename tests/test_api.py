@@ -43,7 +43,7 @@ def test_readme_python_api_examples_run(tmp_path, monkeypatch):
     drawn = torch.tensor(list(ns["sampler"]))
     flagged = ns["inferred"].conflicting.float()
     assert flagged[drawn].mean() > flagged.mean()  # the pseudo-conflicting samples are drawn more often
-    assert ns["result"]["method"] == "erm" and ns["result"]["test"]["unbiased_acc"] is not None
+    assert ns["result"].method == "erm" and ns["result"].test["unbiased_acc"] is not None and ns["result"].notes.generator is None
 
 
 def test_make_dataset_from_a_torch_dataset_and_bad_inputs():

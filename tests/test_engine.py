@@ -88,7 +88,7 @@ def test_resume_equals_uninterrupted_run(method, tmp_path, monkeypatch):
     with pytest.raises(RunError, match="--resume"):
         run_method(method, "colored_fmnist", out=tmp_path / "cut", **kw)
     resumed = run_method(method, "colored_fmnist", out=tmp_path / "cut", resume=True, **kw)
-    assert resumed["test"] == full["test"] and resumed["val"] == full["val"]
+    assert resumed.test == full.test and resumed.val == full.val
     assert len((tmp_path / "cut" / "main.metrics.jsonl").read_text().splitlines()) == 3
 
 

@@ -31,6 +31,7 @@ from diffdebias.engine.loop import Engine
 from diffdebias.run import run_method
 from diffdebias.errors import DatasetError, RunError
 from diffdebias.io import atomic_path, check_output_dir, write_text_atomic
+from diffdebias.records import RunResult
 from diffdebias.trainers import ERM
 from diffdebias.state import load_state, save_state
 
@@ -43,7 +44,7 @@ EMA = "unet_ema/diffusion_pytorch_model.safetensors"
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
 
-def erm(out: Path, seed: int = 0, **kw) -> dict:
+def erm(out: Path, seed: int = 0, **kw) -> RunResult:
     return run_method("erm", "folder_csv", root=str(out.parent / "data"), seed=seed, out=out, overrides=HP,
                       data_options={"image_size": 8}, quiet=True, **kw)  # fmt: skip
 
@@ -53,12 +54,12 @@ def same_weights(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def same_results(a: dict, b: dict) -> bool:
-    return all(a[k] == b[k] for k in ("selected_epoch", "val", "test", "by_policy"))
+def same_results(a: RunResult, b: RunResult) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in ("selected_epoch", "val", "test", "by_policy"))
 
 
 @pytest.fixture(scope="module")
-def cls_ref(tmp_path_factory, one_thread) -> tuple[Path, dict]:
+def cls_ref(tmp_path_factory, one_thread) -> tuple[Path, RunResult]:
     """The tiny folder_csv set and an uninterrupted ERM run on it (seed 0)."""
     base = tmp_path_factory.mktemp("cls")
     make_folder_csv(base / "data")
@@ -194,7 +195,7 @@ def test_damaged_results_json_is_rebuilt_not_used(cls_ref, monkeypatch):
     erm(out)
     (out / "results.json").write_text('{"test": {"avg_acc": 10')  # cut short by a crash of another tool
     monkeypatch.setattr(ERM, "loss", lambda *a, **k: pytest.fail("retrained a finished stage"))
-    assert same_results(erm(out), ref) and json.loads((out / "results.json").read_text())["test"] == ref["test"]
+    assert same_results(erm(out), ref) and json.loads((out / "results.json").read_text())["test"] == ref.test
     # the finished stage's record too: it is rebuilt from the stage's final checkpoint (with --resume)
     (out / "results.json").write_text("")
     (out / "main.done.json").write_text("{")

@@ -24,6 +24,8 @@ _EXPORTS = {
     "GroupInference": "inference.bias_amplifier",
     "infer_groups": "inference.bias_amplifier",
     "run_method": "run",
+    "read_result": "run",
+    "RunResult": "records",
     "METHODS": "recipes",
     "TrainerInputs": "trainers",
 }
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
     from .diffusion.train import DiffusionConfig
     from .inference.bias_amplifier import GroupInference, infer_groups
     from .recipes import METHODS
-    from .run import run_method
+    from .records import RunResult
+    from .run import read_result, run_method
     from .trainers import TrainerInputs
 
 __all__ = ["__version__", *_EXPORTS]

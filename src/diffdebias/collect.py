@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,25 +10,20 @@ import pandas as pd
 
 from .data.registry import get_entry
 from .recipes import METHODS
-from .run import COMPLETE
+from .records import RunResult
+from .run import COMPLETE, read_result
 from .errors import ConfigError
 
 TABLE_METRICS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc", "wga", "worst_class_acc")
 SUMMARY_PIVOTS = ("unbiased_acc", "conflicting_acc")  # the methods x ratios tables of a benchmark's summary.md
 
 
-def find_results(root: Path) -> list[dict]:
-    """Every complete run's results.json under `root`."""
-    rows = []
-    for path in sorted(Path(root).rglob("results.json")):
-        if (path.parent / COMPLETE).exists():
-            r = json.loads(path.read_text())
-            r["run_dir"] = str(path.parent)
-            rows.append(r)
-    return rows
+def find_results(root: Path) -> list[RunResult]:
+    """Every complete run's result under `root`."""
+    return [read_result(path.parent) for path in sorted(Path(root).rglob("results.json")) if (path.parent / COMPLETE).exists()]
 
 
-def runs_frame(results: list[dict], split: str = "test", policy: str | None = None) -> pd.DataFrame:
+def runs_frame(results: list[RunResult], split: str = "test", policy: str | None = None) -> pd.DataFrame:
     """One row per run: identity, bias-label use, wall time and the split's metrics.
 
     With `policy`, non-oracle runs are reported at the epoch that policy selects (from the run's
@@ -37,42 +31,41 @@ def runs_frame(results: list[dict], split: str = "test", policy: str | None = No
     """
     rows = []
     for r in results:
-        oracle = r["bias_labels_used"]["training"]
-        chosen = r["by_policy"].get(policy) if policy and not oracle else None
-        name = policy if chosen is not None else r["selection"]
-        uses_val_b = chosen["uses_val_bias_labels"] if chosen is not None else r["bias_labels_used"]["selection"]
-        metrics = (chosen or r)[split]
-        energy = r.get("energy", {}).get("stages", {})
+        oracle = r.bias_labels_used.training
+        chosen = r.by_policy.get(policy) if policy and not oracle else None
+        name = policy if chosen is not None else r.selection
+        uses_val_b = chosen["uses_val_bias_labels"] if chosen is not None else r.bias_labels_used.selection
+        metrics = chosen[split] if chosen is not None else getattr(r, split)
+        energy = r.energy.get("stages", {})
         row = {
             "dataset": dataset_label(r),
-            "ratio": r["ratio"],
-            "method": r["method"] + (" (oracle)" if oracle else ""),
+            "ratio": r.ratio,
+            "method": r.method + (" (oracle)" if oracle else ""),
             "selection": name + (" (val bias labels)" if uses_val_b else ""),
             "bias_labels": bias_label_use(oracle, uses_val_b),
-            "seed": r["seed"],
-            "wall_time_s": sum(r["wall_time_s"].values()),
+            "seed": r.seed,
+            "wall_time_s": r.total_wall_time_s,
             "energy_wh": 1000 * sum(e["energy_kwh"] for e in energy.values()) if energy else None,
             "co2_g": 1000 * sum(e["co2_kg"] for e in energy.values()) if energy else None,
         }
         row.update({m: metrics.get(m) for m in TABLE_METRICS})
-        diag = r.get("notes", {}).get("ba_diagnostics", {})
-        for source, d in diag.items():
-            row[f"ba_auroc_{source}"] = d.get("auroc")
+        for source, d in (r.notes.ba_diagnostics or {}).items():
+            row[f"ba_auroc_{source}"] = d.auroc
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def dataset_label(r: dict) -> str:
+def dataset_label(r: RunResult) -> str:
     """The dataset's name, with its non-default options (e.g. the no-bias control) appended."""
     try:
-        defaults = get_entry(r["dataset"]).options
+        defaults = get_entry(r.dataset).options
     except ConfigError:  # a dataset no longer registered: show every option
         defaults = {}
-    opts = r.get("data_options", {})
+    opts = r.data_options
     if opts.get("bias_mode") == "independent":
-        return f"{r['dataset']} (no-bias control)"
+        return f"{r.dataset} (no-bias control)"
     extra = [f"{k}={v}" for k, v in sorted(opts.items()) if k in defaults and defaults[k] != v and k != "cache"]
-    return r["dataset"] + (f" ({', '.join(extra)})" if extra else "")
+    return r.dataset + (f" ({', '.join(extra)})" if extra else "")
 
 
 def bias_label_use(training: bool, selection: bool) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .records import RunResult
+
 HEADLINE = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc", "wga")
 
 
@@ -9,17 +11,15 @@ def fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def results_line(results: dict) -> str:
-    test = results.get("test", {})
+def results_line(r: RunResult) -> str:
     flags = []
-    if results["bias_labels_used"]["training"]:
+    if r.bias_labels_used.training:
         flags.append("ORACLE: trained with bias labels")
-    if results["bias_labels_used"]["selection"]:
+    if r.bias_labels_used.selection:
         flags.append("selected with val bias labels")
-    metrics = "  ".join(f"{k} {fmt(test.get(k))}" for k in HEADLINE)
-    total = sum(results["wall_time_s"].values())
+    metrics = "  ".join(f"{k} {fmt(r.test.get(k))}" for k in HEADLINE)
     extra = f"  [{'; '.join(flags)}]" if flags else ""
     return (
-        f"{results['method']} on {results['dataset']} (ratio {results['ratio']}, seed {results['seed']}), "
-        f"selection {results['selection']} -> epoch {results['selected_epoch']}\n  test: {metrics}  wall {total:.1f}s{extra}"
+        f"{r.method} on {r.dataset} (ratio {r.ratio}, seed {r.seed}), "
+        f"selection {r.selection} -> epoch {r.selected_epoch}\n  test: {metrics}  wall {r.total_wall_time_s:.1f}s{extra}"
     )

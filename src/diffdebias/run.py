@@ -28,6 +28,7 @@ from .errors import ConfigError, RunError
 from .hparams import PERFORMANCE_KEYS, resolve_hparams
 from .io import append_jsonl, exclusive, write_json_atomic, write_text_atomic
 from .recipes import get_method
+from .records import BiasLabelUse, RunResult
 from .runtime import resolve_device
 
 COMPLETE = "COMPLETE"
@@ -54,8 +55,8 @@ def run_method(
     data_options: dict[str, Any] | None = None,
     resume: bool = False,
     quiet: bool = False,
-) -> dict:
-    """Run `method` on `dataset` and return its results (read back if the run is complete)."""
+) -> RunResult:
+    """Run `method` on `dataset` and return its typed result (read back if the run is complete)."""
     recipe = get_method(method)
     hp = resolve_hparams(method, dataset, overrides)
     get_policy(hp["selection"])
@@ -83,43 +84,44 @@ def run_method(
         _check_config(run_dir, config, resume)
         device = resolve_device(hp["device"])
         engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
-        result = engine.train_stage("main", recipe.trainer, hp, inputs=recipe.inputs(engine, hp))
+        main = engine.train_stage("main", recipe.trainer, hp, inputs=recipe.inputs(engine, hp))
         policy = get_policy(hp["selection"])
         uses_train_b = recipe.uses_bias_labels(hp)
-        results = {
-            **{k: config[k] for k in ("method", "dataset", "ratio", "seed")},
-            "selection": policy.name,
-            "selected_epoch": result.selected["epoch"],
-            "bias_labels_used": {"training": uses_train_b, "selection": policy.uses_val_bias_labels},
-            "oracle": uses_train_b,
-            "val": result.selected.get("val", {}),
-            "test": result.selected.get("test", {}),
-            "by_policy": _by_policy(result.history),
-            "wall_time_s": {"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
-            "energy": {"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
-            "notes": engine.notes,
-            "hparams": hp,
-            "data_options": config["data_options"],
-            "device": str(device),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-            "version": __version__,
-        }
+        result = RunResult(
+            method=method, dataset=dataset, ratio=config["ratio"], seed=seed, selection=policy.name,
+            selected_epoch=main.selected["epoch"], bias_labels_used=BiasLabelUse(uses_train_b, policy.uses_val_bias_labels),
+            oracle=uses_train_b, val=main.selected.get("val", {}), test=main.selected.get("test", {}), by_policy=_by_policy(main.history),
+            wall_time_s={"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
+            energy={"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
+            notes=engine.notes, hparams=hp, data_options=config["data_options"], device=str(device),
+            machine={"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}, version=__version__,
+        )  # fmt: skip
         if current().is_main:
-            write_json_atomic(run_dir / "results.json", results)
+            record = result.to_dict()
+            write_json_atomic(run_dir / "results.json", record)
             write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
-            append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **results})
+            append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **record})
         current().barrier()
-        return results
+        result.run_dir = str(run_dir)
+        return result
 
 
-def _finished(run_dir: Path) -> dict | None:
-    """results.json of a complete run; None when the run is not complete, or when its results do not
+def read_result(run_dir: str | Path) -> RunResult:
+    """The typed results.json of a run directory (a RunError names the file if it is not one)."""
+    path = Path(run_dir) / "results.json"
+    result = RunResult.from_dict(json.loads(path.read_text()), str(path))
+    result.run_dir = str(run_dir)
+    return result
+
+
+def _finished(run_dir: Path) -> RunResult | None:
+    """The result of a complete run; None when the run is not complete, or when its results do not
     parse (the run is then marked incomplete and rebuilt from its finished stages, never used)."""
     if not is_complete(run_dir):
         return None
     try:
-        return json.loads((run_dir / "results.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_result(run_dir)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RunError, TypeError):
         (run_dir / COMPLETE).unlink(missing_ok=True)
         return None
 

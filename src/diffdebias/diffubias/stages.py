@@ -98,8 +98,8 @@ def synthetic_split(engine: Engine, hp: dict) -> TensorSplit:
         t0 = time.perf_counter()
         info["generated"]["audit"] = _audit(engine, gen_dir)
         engine.stage_times["audit"] = time.perf_counter() - t0
-    engine.note("diffubias", info)
-    engine.note("diffubias_bias_labels", EVAL_ONLY)
+    engine.notes.diffubias = info
+    engine.notes.diffubias_bias_labels = EVAL_ONLY
     labels = train.y[sources]
     return TensorSplit("synthetic", images, labels, torch.full_like(labels, UNKNOWN_BIAS), data.spec)
 

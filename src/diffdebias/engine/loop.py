@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from .. import energy
 from ..data.base import BiasedDataset, Split
 from ..distributed import current, swapped
 from ..errors import RunError
+from ..records import Notes
 from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
 from ..trainers.base import Trainer, TrainerContext, TrainerInputs
 from ..runtime import all_finite, channels_last_input, derived_seed, seed_everything, speed_settings
@@ -50,15 +51,11 @@ class Engine:
         self.device = device
         self.quiet = quiet
         self.resume = resume
-        self.notes: dict[str, Any] = {}
+        self.notes = Notes()  # facts for results.json, set by the stages that make them
         self.stage_times: dict[str, float] = {}
         self.dist = current()
         train = data.split("train")
         self.train_counts = data.group_counts("train").to_numpy()[:, : data.num_bias] if train.has_bias_labels and data.num_bias else None
-
-    def note(self, key: str, value: Any) -> None:
-        """Record a fact for results.json (e.g. the size of JTT's error set)."""
-        self.notes[key] = value
 
     # --- evaluation ------------------------------------------------------------
     @torch.no_grad()

@@ -18,6 +18,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from ..data.base import Split, bias_conflicting
 from ..errors import ConfigError
+from ..records import BADiagnostics
 from ..trainers.losses import per_sample_ce
 
 GROUPINGS = ("pred", "binary")
@@ -86,21 +87,13 @@ def infer_groups(logits: torch.Tensor, y: torch.Tensor, threshold: float = 0.0, 
     return GroupInference(scores, preds, conflicting, logits.shape[1], grouping)
 
 
-def diagnostics(inference: GroupInference, split: Split, aligned_value: np.ndarray) -> dict:
+def diagnostics(inference: GroupInference, split: Split, aligned_value: np.ndarray) -> BADiagnostics:
     """How well the BA flags the truly bias-conflicting samples (bias labels: evaluation only)."""
     if not split.has_bias_labels:
-        return {"available": False}
+        return BADiagnostics(available=False)
     truth = bias_conflicting(split.y.numpy(), split.b.numpy(), aligned_value)
     flag = inference.conflicting.numpy()
     tp = int((flag & truth).sum())
-    out = {
-        "available": True,
-        "num_conflicting": int(truth.sum()),
-        "num_flagged": int(flag.sum()),
-        "precision": round(100 * tp / max(int(flag.sum()), 1), 2),
-        "recall": round(100 * tp / max(int(truth.sum()), 1), 2),
-        "auroc": None,
-    }
-    if 0 < truth.sum() < len(truth):
-        out["auroc"] = round(float(roc_auc_score(truth, inference.scores.numpy())), 4)
-    return out
+    auroc = round(float(roc_auc_score(truth, inference.scores.numpy())), 4) if 0 < truth.sum() < len(truth) else None
+    return BADiagnostics(True, int(truth.sum()), int(flag.sum()), round(100 * tp / max(int(flag.sum()), 1), 2),
+                         round(100 * tp / max(int(truth.sum()), 1), 2), auroc)  # fmt: skip

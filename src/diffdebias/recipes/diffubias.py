@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..data.concat import ConcatSplit
 from ..diffubias import resolve_backends, synthetic_split
+from ..records import TrainingSetNote
 from ..trainers import ERM, TrainerInputs
 from .base import Recipe
 
@@ -23,5 +24,5 @@ class DiffuBias(Recipe):
     def inputs(self, engine, hp):
         real = engine.data.split("train")
         synthetic = synthetic_split(engine, hp)
-        engine.note("final_training_set", {"real": len(real), "synthetic": len(synthetic)})
+        engine.notes.final_training_set = TrainingSetNote(len(real), len(synthetic))
         return TrainerInputs(train_split=ConcatSplit("train", [real, synthetic]))

@@ -24,5 +24,5 @@ class JTT(Recipe):
         errors = torch.nonzero(torch.as_tensor(engine.predict(first.trainer.eval_model(), train)) != train.y).flatten()
         if engine.dist.is_main:
             write_json_atomic(engine.run_dir / "jtt_error_set.json", {"size": len(errors), "indices": errors.tolist()})
-        engine.note("jtt_error_set_size", len(errors))
+        engine.notes.jtt_error_set_size = len(errors)
         return TrainerInputs(indices=upsample(len(train), errors, hp["lambda_up"]))

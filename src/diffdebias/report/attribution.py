@@ -16,28 +16,26 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
 from ..data.base import BiasedDataset
-from ..engine.metrics import majority_bias
 from ..models import build_model
+from ..records import RunResult
 from ..state import load_weights
 
 
-def load_classifier(run_dir: Path, results: dict, data: BiasedDataset) -> nn.Module:
+def load_classifier(run_dir: Path, result: RunResult, data: BiasedDataset) -> nn.Module:
     """The selected weights of a run's main stage."""
-    model = build_model(results["hparams"]["model"], data.num_classes, data.spec)
+    model = build_model(result.hparams["model"], data.num_classes, data.spec)
     model.load_state_dict(load_weights(Path(run_dir) / "main.model.safetensors"))
     return model.eval()
 
 
 def conflicting_test_indices(data: BiasedDataset, k: int, seed: int = 0) -> np.ndarray:
     """Up to `k` bias-conflicting test images, one class after another, chosen by a fixed seed."""
-    counts = data.group_counts("train").to_numpy()[:, : data.num_bias]
-    aligned = majority_bias(counts)
     test = data.split("test")
-    y, b = test.y.numpy(), test.b.numpy()
+    y, conflicting = test.y.numpy(), data.conflicting("test").numpy()
     rng = np.random.default_rng(seed)
     chosen = []
     for c in rng.permutation(data.num_classes)[:k]:
-        pool = np.flatnonzero((y == c) & (b != aligned[c]))
+        pool = np.flatnonzero((y == c) & conflicting)
         if len(pool):
             chosen.append(int(rng.choice(pool)))
     return np.array(chosen, dtype=np.int64)

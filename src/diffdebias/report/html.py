@@ -26,6 +26,7 @@ from ..audit import audit_synthetic, train_judges
 from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, summary_table
 from ..data.registry import load_dataset
 from ..errors import RunError
+from ..records import RunResult
 from ..io import write_json_atomic, write_text_atomic
 from . import figures
 from .attribution import attribution_maps, conflicting_test_indices, load_classifier, method_name
@@ -78,12 +79,12 @@ def write_report(directory: Path, out: Path | None = None, audit_epochs: int | N
     ]
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>' for sid, title, content in sections)
-    machine = results[0].get("machine", {})
+    machine = results[0].machine
     head = (
         f"<h1>diffdebias report</h1><p>{len(results)} complete runs under <code>{html.escape(str(directory))}</code> · generated "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by diffdebias {__version__} on {html.escape(platform.node() or '?')}</p>"
         f"<p>runs made on {html.escape(str(machine.get('platform', '?')))}, {machine.get('cpus', '?')} CPUs, torch {html.escape(str(machine.get('torch', '?')))}, "
-        f"device {html.escape(str(results[0].get('device', '?')))}</p>"
+        f"device {html.escape(results[0].device)}</p>"
     )
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>diffdebias report</title><style>{CSS}</style></head>'
             f"<body><header>{head}</header><nav>{nav}</nav><main>{body}</main></body></html>")  # fmt: skip
@@ -98,11 +99,11 @@ class _DataCache:
     def __init__(self):
         self._cache: dict[str, object] = {}
 
-    def get(self, r: dict):
-        cfg = json.loads((Path(r["run_dir"]) / "config.json").read_text())
-        key = json.dumps([r["dataset"], cfg.get("root"), r["ratio"], r.get("data_options", {})], sort_keys=True, default=str)
+    def get(self, r: RunResult):
+        cfg = json.loads((Path(r.run_dir) / "config.json").read_text())
+        key = json.dumps([r.dataset, cfg.get("root"), r.ratio, r.data_options], sort_keys=True, default=str)
         if key not in self._cache:
-            self._cache[key] = load_dataset(r["dataset"], root=cfg.get("root"), ratio=r["ratio"], **r.get("data_options", {}))
+            self._cache[key] = load_dataset(r.dataset, root=cfg.get("root"), ratio=r.ratio, **r.data_options)
         return self._cache[key]
 
 
@@ -163,20 +164,20 @@ def _charts_section(frame: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def _stage_frame(results: list[dict]) -> pd.DataFrame:
+def _stage_frame(results: list[RunResult]) -> pd.DataFrame:
     rows = []
     for r in results:
-        energy = r.get("energy", {}).get("stages", {})
-        for stage, secs in r["wall_time_s"].items():
+        energy = r.energy.get("stages", {})
+        for stage, secs in r.wall_time_s.items():
             e = energy.get(stage, {})
-            rows.append({"dataset": dataset_label(r), "ratio": r["ratio"], "method": r["method"], "seed": r["seed"], "stage": stage,
+            rows.append({"dataset": dataset_label(r), "ratio": r.ratio, "method": r.method, "seed": r.seed, "stage": stage,
                          "wall_s": secs, "energy_wh": 1000 * e["energy_kwh"] if e else np.nan, "co2_g": 1000 * e["co2_kg"] if e else np.nan})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _cost_section(results: list[dict]) -> str:
+def _cost_section(results: list[RunResult]) -> str:
     st = _stage_frame(results)
-    desc = next((r["energy"] for r in results if r.get("energy", {}).get("tracker")), None)
+    desc = next((r.energy for r in results if r.energy.get("tracker")), None)
     if desc:
         how = (f"Measured by {html.escape(desc['tracker'])}, country {html.escape(str(desc['country']))}; CPU: "
                f"{html.escape(str(desc['cpu_model']))}, {html.escape(str(desc['cpu_method']))}; {html.escape(desc['ram_method'])}; "
@@ -198,26 +199,25 @@ def _cost_section(results: list[dict]) -> str:
     return "".join(parts)
 
 
-def _synthetic_sets(results: list[dict]) -> dict[str, dict]:
-    """Distinct synthetic sets of the runs -> (generator note, one run that used it)."""
-    sets: dict[str, dict] = {}
+def _synthetic_sets(results: list[RunResult]) -> dict[str, RunResult]:
+    """Distinct synthetic sets of the runs -> one run that used it (its generator note says how it was made)."""
+    sets: dict[str, RunResult] = {}
     for r in results:
-        gen = r.get("notes", {}).get("generator")
-        if gen and gen["synthetic_set"] not in sets:
-            sets[gen["synthetic_set"]] = {"gen": gen, "run": r}
+        if r.notes.generator and r.notes.generator.synthetic_set not in sets:
+            sets[r.notes.generator.synthetic_set] = r
     return sets
 
 
-def _synthetic_section(results: list[dict], loader: _DataCache) -> str:
+def _synthetic_section(results: list[RunResult], loader: _DataCache) -> str:
     sets = _synthetic_sets(results)
     if not sets:
         return '<p class="note">No run under this folder trained a generator.</p>'
     parts = ['<p class="note">Samples of the class-conditional diffusion model trained on the biased training split, one grid per class.</p>']
-    for folder, item in sets.items():
-        gen, r = item["gen"], item["run"]
+    for folder, r in sets.items():
+        gen = r.notes.generator
         grids = sorted(Path(folder).glob("grid_class*.png"), key=lambda p: int(p.stem.removeprefix("grid_class")))
-        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r['ratio'])}: {gen['steps']} training steps, {gen['sampler']} "
-                     f"{gen['sampler_steps']} steps, w = {gen['w']}, {gen['per_class']} per class</h3>")  # fmt: skip
+        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r.ratio)}: {gen.steps} training steps, {gen.sampler} "
+                     f"{gen.sampler_steps} steps, w = {gen.w}, {gen.per_class} per class</h3>")  # fmt: skip
         if not grids:
             parts.append(f'<p class="note">The synthetic set {html.escape(folder)} is gone from the cache.</p>')
             continue
@@ -228,7 +228,7 @@ def _synthetic_section(results: list[dict], loader: _DataCache) -> str:
     return "".join(parts)
 
 
-def _audit_section(results: list[dict], loader: _DataCache, directory: Path, epochs: int | None, echo: Callable) -> str:
+def _audit_section(results: list[RunResult], loader: _DataCache, directory: Path, epochs: int | None, echo: Callable) -> str:
     sets = _synthetic_sets(results)
     if not sets:
         return '<p class="note">No synthetic set to audit.</p>'
@@ -237,8 +237,7 @@ def _audit_section(results: list[dict], loader: _DataCache, directory: Path, epo
     parts = [f'<p class="note">Judges trained on the real data ({epochs} epochs; bias labels used for this evaluation only): '
              "conditional accuracy = share of class-c samples the class judge calls c; bias alignment rate = share whose bias "
              "judge's prediction is the class's majority bias value in the real training data.</p>"]  # fmt: skip
-    for folder, item in sets.items():
-        r = item["run"]
+    for folder, r in sets.items():
         cache = directory / "audits" / f"{Path(folder).name}-e{epochs}.json"
         if cache.exists():
             audit = json.loads(cache.read_text())
@@ -251,19 +250,19 @@ def _audit_section(results: list[dict], loader: _DataCache, directory: Path, epo
             audit = audit_synthetic(load_dataset("synthetic", root=folder), data, train_judges(data, epochs=epochs))
             write_json_atomic(cache, audit)
         names = loader.get(r).class_names
-        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r['ratio'])}: conditional accuracy {audit['conditional_acc']:.1f}%, "
+        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r.ratio)}: conditional accuracy {audit['conditional_acc']:.1f}%, "
                      f"bias alignment rate {audit['bias_alignment_rate']:.1f}% ({audit['num_images']} images; judges on real test: "
                      f"class {audit['class_judge']['real_test_acc']:.1f}%, bias {audit['bias_judge']['real_test_acc']:.1f}%)</h3>")  # fmt: skip
         parts.append(f'<img class="fig" alt="audit" src="{figures.audit_bars(audit, names)}">')
     return "".join(parts)
 
 
-def _ba_section(results: list[dict]) -> str:
+def _ba_section(results: list[RunResult]) -> str:
     rows = []
     for r in results:
-        for source, d in r.get("notes", {}).get("ba_diagnostics", {}).items():
-            rows.append({"dataset": dataset_label(r), "ratio": r["ratio"], "method": r["method"], "BA trained on": source, "seed": r["seed"],
-                         **{k: d.get(k) for k in ("auroc", "precision", "recall", "num_flagged", "num_conflicting")}})  # fmt: skip
+        for source, d in (r.notes.ba_diagnostics or {}).items():
+            rows.append({"dataset": dataset_label(r), "ratio": r.ratio, "method": r.method, "BA trained on": source, "seed": r.seed,
+                         **{k: getattr(d, k) for k in ("auroc", "precision", "recall", "num_flagged", "num_conflicting")}})  # fmt: skip
     if not rows:
         return '<p class="note">No run under this folder trained a Bias Amplifier.</p>'
     df = pd.DataFrame(rows)
@@ -280,7 +279,7 @@ def _ba_section(results: list[dict]) -> str:
             + _table(agg.reset_index()))  # fmt: skip
 
 
-def _attribution_section(results: list[dict], frame: pd.DataFrame, loader: _DataCache, echo: Callable) -> str:
+def _attribution_section(results: list[RunResult], frame: pd.DataFrame, loader: _DataCache, echo: Callable) -> str:
     parts = ['<p class="note">Bias-conflicting test images (one per class, fixed seed). Maps are for the true class; '
              "Grad-CAM (captum LayerGradCam on the last convolution) for convolutional models, Integrated Gradients (captum, "
              "black baseline) for the MLP, which has no feature maps. The debiased model shown is the non-oracle method with the "
@@ -294,8 +293,8 @@ def _attribution_section(results: list[dict], frame: pd.DataFrame, loader: _Data
         seed = min(set(cell[cell["method"] == "erm"]["seed"]) & set(cell[cell["method"] == best]["seed"]), default=None)
         if seed is None:
             continue
-        pick = {m: next(r for r in results if dataset_label(r) == dataset and r["method"] == m and r["seed"] == seed
-                        and (r["ratio"] == ratio or (r["ratio"] is None and pd.isna(ratio)))) for m in ("erm", best)}  # fmt: skip
+        pick = {m: next(r for r in results if dataset_label(r) == dataset and r.method == m and r.seed == seed
+                        and (r.ratio == ratio or (r.ratio is None and pd.isna(ratio)))) for m in ("erm", best)}  # fmt: skip
         data = loader.get(pick["erm"])
         idx = conflicting_test_indices(data, ATTRIBUTION_IMAGES)
         if len(idx) == 0:
@@ -305,7 +304,7 @@ def _attribution_section(results: list[dict], frame: pd.DataFrame, loader: _Data
         raw = torch.stack([test.load_uint8(int(i)) for i in idx]).numpy()
         columns = []
         for m, r in pick.items():
-            model = load_classifier(Path(r["run_dir"]), r, data)
+            model = load_classifier(Path(r.run_dir), r, data)
             with torch.no_grad():
                 preds = model(x).argmax(1).tolist()
             columns.append((f"{m} ({method_name(model)})", attribution_maps(model, x.clone(), y), [data.class_names[p] for p in preds]))

@@ -27,6 +27,7 @@ from ..hparams import COMMON, PERFORMANCE_KEYS
 from ..inference.bias_amplifier import GroupInference, diagnostics, infer_groups
 from ..io import build_lock
 from ..paths import cache_home
+from ..records import BAAugmentNote
 from ..trainers import ERM, GCE
 from .generator import synthetic_set
 
@@ -104,7 +105,7 @@ def choose_ba_augment(engine: Engine, hp: dict[str, Any], ba_data: BiasedDataset
         rows.append({"zoom": scale, "rotate": rotate, "val_acc": round(100 * float((preds == val.y).float().mean()), 2)})
     best = max(r["val_acc"] for r in rows)
     i = max(i for i, r in enumerate(rows) if r["val_acc"] >= best - 0.05)
-    engine.note("ba_augment", {"mode": "auto", "candidates": rows, "chosen": rows[i], "uses_bias_labels": False})
+    engine.notes.ba_augment = BAAugmentNote("auto", rows, rows[i], uses_bias_labels=False)
     return (rows[i]["zoom"], rows[i]["rotate"]), models[i]
 
 
@@ -131,9 +132,9 @@ def bias_amplifier_groups(engine: Engine, hp: dict[str, Any]) -> dict[str, Group
         results[source] = infer_groups(logits, train.y, hp["ba_threshold"], hp["ba_grouping"])
         if aligned is not None:
             diag[source] = diagnostics(results[source], train, aligned)
-    engine.note("ba_diagnostics", diag)
-    engine.note("ba_diagnostics_use_bias_labels", "evaluation only")
+    engine.notes.ba_diagnostics = diag
+    engine.notes.ba_diagnostics_use_bias_labels = "evaluation only"
     chosen = results[hp["ba_source"]]
-    engine.note("pseudo_conflicting", int(chosen.conflicting.sum()))
+    engine.notes.pseudo_conflicting = int(chosen.conflicting.sum())
     val_logits = engine.logits(models[hp["ba_source"]], val, hp["eval_batch_size"], hp["num_workers"])
     return {"train": chosen, "val": infer_groups(val_logits, val.y, hp["ba_threshold"], hp["ba_grouping"])}

@@ -14,6 +14,7 @@ from ..diffusion.synthetic import generate_synthetic
 from ..diffusion.estimate import read_estimate
 from ..diffusion.train import DiffusionConfig, train_diffusion
 from ..engine.loop import Engine
+from ..records import GeneratorNote
 
 
 def generator_config(data: BiasedDataset, hp: dict[str, Any], device: str) -> DiffusionConfig:
@@ -40,7 +41,6 @@ def synthetic_set(engine: Engine, hp: dict[str, Any]) -> BiasedDataset:
         folder = generate_synthetic(run, hp["syn_per_class"], sampler=hp["sampler"], steps=hp["sampler_steps"], w=hp["w"],
                                     seed=cfg.seed, device=str(engine.device), quiet=engine.quiet)  # fmt: skip
     engine.stage_times["sampling"] = time.perf_counter() - t0
-    engine.note("generator", {"run": str(run), "synthetic_set": str(folder), "preset": cfg.preset, "steps": cfg.max_steps, "seed": cfg.seed,
-                              "sampler": hp["sampler"], "sampler_steps": hp["sampler_steps"], "w": hp["w"], "per_class": hp["syn_per_class"],
-                              "estimate": read_estimate(run)})  # fmt: skip
+    engine.notes.generator = GeneratorNote(str(run), str(folder), cfg.max_steps, cfg.seed, hp["sampler"], hp["sampler_steps"], hp["w"],
+                                           hp["syn_per_class"], cfg.preset, read_estimate(run))  # fmt: skip
     return load_dataset("synthetic", root=folder).with_spec(engine.data.spec)
