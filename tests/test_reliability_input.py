@@ -299,3 +299,19 @@ def test_cli_unknown_key_is_a_clear_error(args, tmp_path):
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and "learning_rate" in res.output and "valid keys:" in res.output and "lr" in res.output
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_cli_choices_come_from_the_registries_and_stay_lazy():
+    """Choices are read from the registries (never copied by hand); importing the CLI does not import them."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from diffdebias.cli import main
+    from diffdebias.recipes import METHODS
+
+    res = CliRunner().invoke(main, ["run", "nope", "--dataset", "colored_fmnist"])
+    assert res.exit_code == 2 and f"unknown method 'nope'; valid: {', '.join(METHODS)}" in res.output
+    code = "import sys, diffdebias.cli; print(any(m in sys.modules for m in ('diffdebias.recipes', 'diffdebias.bench.launch', 'diffusers')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -8,7 +8,7 @@ import sys
 import click
 
 from ._version import __version__
-from .cli_common import dataset_options, friendly_errors, parse_sets
+from .cli_common import RegistryChoice, dataset_options, friendly_errors, parse_sets
 from .data.registry import dataset_names, get_entry, load_dataset, resolve_root
 
 
@@ -64,17 +64,17 @@ def datasets_show(name: str, root: str | None, ratio: float | None, sets: tuple[
 
 
 @main.command("run")
-@click.argument("method")
+@click.argument("method", type=RegistryChoice("diffdebias.recipes", "METHODS", "method"))
 @click.option("--dataset", required=True, help="Registered dataset name (see `diffdebias datasets`).")
 @dataset_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default runs/DATASET_rRATIO/METHOD/seedS).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Hyperparameter override; data.KEY=VALUE sets a dataset option.")
-@click.option("--ba-source", type=click.Choice(["synthetic", "real"]), default=None,
+@click.option("--ba-source", type=RegistryChoice("diffdebias.stages.bias_amplifier", "BA_SOURCES", "Bias Amplifier source"), default=None,
               help="DDB recipes: train the Bias Amplifier on synthetic images (default) or on the real data (ablation).")
-@click.option("--captioner", type=click.Choice(["auto", "transformers", "none"]), default=None,
+@click.option("--captioner", type=RegistryChoice("diffdebias.diffubias.captioners", "CAPTIONERS", "captioner", ("auto",)), default=None,
               help="DiffuBias: captioner backend (auto: none for local-conditional, transformers for diffusers-t2i).")
-@click.option("--generator", type=click.Choice(["local-conditional", "diffusers-t2i"]), default=None,
+@click.option("--generator", type=RegistryChoice("diffdebias.diffubias.generators", "GENERATORS", "generator"), default=None,
               help="DiffuBias: generator backend (default local-conditional: offline, no download).")
 @click.option("--captioner-model", default=None, help="DiffuBias: image-to-text model folder or repository id in the local HF cache.")
 @click.option("--t2i-model", default=None, help="DiffuBias: text-to-image pipeline folder or repository id in the local HF cache.")
@@ -142,7 +142,7 @@ def diffusion_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
 @diffusion.command("sample")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A trained diffusion run directory.")
 @click.option("--per-class", type=int, required=True)
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp"]), default="dpmpp", show_default=True)
+@click.option("--sampler", type=RegistryChoice("diffdebias.diffusion.schedulers", "SAMPLERS", "sampler"), default="dpmpp", show_default=True)
 @click.option("--steps", type=int, default=10, show_default=True)
 @click.option("--w", type=float, default=1.0, show_default=True, help="Guidance weight (DDB convention; diffusers guidance_scale = 1 + w).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -188,7 +188,7 @@ def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
 @main.command("collect")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--policy", type=click.Choice(["last", "val_avg", "val_worst_class", "val_unbiased", "val_wga", "val_pseudo_unbiased"]), default=None,
+@click.option("--policy", type=RegistryChoice("diffdebias.engine.selection", "POLICIES", "selection policy"), default=None,
               help="Report non-oracle runs at the epoch this policy selects (default: each run's own selection).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
 @click.option("--by-ratio", "by_ratio", multiple=True, metavar="METRIC",
@@ -303,10 +303,12 @@ def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
 
 
 @main.command("bench")
-@click.option("--preset", required=True, help="smoke | cpu | paper (see src/diffdebias/bench/presets.py).")
+@click.option("--preset", required=True, type=RegistryChoice("diffdebias.bench.presets", "PRESETS", "preset"),
+              help="A preset of src/diffdebias/bench/presets.py (smoke, cpu, paper).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default runs/bench/PRESET).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (local launcher; the CPUs of a local Ray instance).")
-@click.option("--launcher", default="local", show_default=True, help="How runs are dispatched: local | ray (bench/launch.py LAUNCHERS).")
+@click.option("--launcher", default="local", show_default=True, type=RegistryChoice("diffdebias.bench.launch", "LAUNCHERS", "launcher"),
+              help="How runs are dispatched: local | ray (bench/launch.py LAUNCHERS).")
 @click.option("--address", default=None, metavar="ADDR", help="Ray cluster for --launcher ray: auto, HOST:6379 or ray://HOST:10001 "
               "(default $RAY_ADDRESS, else a local Ray instance with --jobs CPUs).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Extra override for every method that declares KEY (e.g. device=cuda).")

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from typing import Any, Callable
 
 import click
 
 from .errors import DiffDebiasError
+
+
+class RegistryChoice(click.ParamType):
+    """One of the names of a registry (`module.attr`), read from it when a value is checked, so that
+    the choices are never copied by hand and the CLI imports a heavy module only when a command runs."""
+
+    name = "choice"
+
+    def __init__(self, module: str, attr: str, what: str, extra: tuple[str, ...] = ()):
+        self.module, self.attr, self.what, self.extra = module, attr, what, extra
+
+    def choices(self) -> list[str]:
+        return [*self.extra, *getattr(importlib.import_module(self.module), self.attr)]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        names = self.choices()
+        if value not in names:
+            self.fail(f"unknown {self.what} {value!r}; valid: {', '.join(names)}", param, ctx)
+        return value
 
 
 def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
