@@ -315,3 +315,18 @@ def test_cli_choices_come_from_the_registries_and_stay_lazy():
     assert res.exit_code == 2 and f"unknown method 'nope'; valid: {', '.join(METHODS)}" in res.output
     code = "import sys, diffdebias.cli; print(any(m in sys.modules for m in ('diffdebias.recipes', 'diffdebias.bench.launch', 'diffusers')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_generator_settings_are_hyperparameters_checked_like_the_others():
+    from diffdebias.bench import expand, get_preset
+
+    hp = resolve_hparams("diffubias", "colored_fmnist", {"gen.max_steps": "30", "gen.preset": "cpu-tiny", "gen.snapshot_steps": "2,4"})
+    assert hp["gen"] == {"max_steps": 30, "preset": "cpu-tiny", "snapshot_steps": [2, 4]}
+    with pytest.raises(ConfigError, match=r"unknown diffusion setting 'gen.maxsteps'; valid keys: gen.allow_long, .*gen.max_steps"):
+        resolve_hparams("ddb2", "colored_fmnist", {"gen.maxsteps": 30})
+    with pytest.raises(ConfigError, match=r"setting 'gen.max_steps': cannot read 'x' as int"):
+        resolve_hparams("ddb1", "colored_fmnist", {"gen.max_steps": "x"})
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'gen.max_steps' for method 'erm'"):
+        resolve_hparams("erm", "colored_fmnist", {"gen.max_steps": 30})
+    specs = expand(get_preset("smoke"), extra={"gen.max_steps": 7})  # bench --set: only where a method trains a generator
+    assert {s.method for s in specs if s.overrides.get("gen.max_steps") == 7} == {"ddb2", "diffubias"}

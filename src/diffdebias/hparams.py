@@ -9,7 +9,6 @@ diffusion.train.DiffusionConfig), checked against DiffusionConfig when resolved.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from .config import coerce
@@ -182,12 +181,7 @@ def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None 
 
 def generator_settings(gen: dict[str, Any]) -> dict[str, Any]:
     """`gen` (generator settings by DiffusionConfig field) checked and read as the fields' types."""
-    defaults = DiffusionConfig()
-    for key in gen:
-        if not hasattr(defaults, key):
-            valid = ", ".join(f"gen.{f.name}" for f in dataclasses.fields(DiffusionConfig))
-            raise ConfigError(f"unknown generator setting 'gen.{key}'; valid: {valid}")
-    cfg = DiffusionConfig.from_overrides({k: coerce(v, getattr(defaults, k), f"gen.{k}") for k, v in gen.items()})
+    cfg = DiffusionConfig.from_overrides(gen, prefix="gen.")
     return {k: getattr(cfg, k) for k in gen}
 
 

@@ -8,7 +8,7 @@ not make are left out of the file, as before, so results.json files of earlier v
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import RunError

@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..data.base import BiasedDataset, ImageSpec
 from ..distributed import current
 from ..errors import ConfigError, RunError
-from ..config import coerce
+from ..config import Settings
 from ..io import append_jsonl, write_json_atomic
 from ..runtime import resolve_device, seed_everything
 from ..state import save_weights
@@ -38,8 +38,10 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
 @dataclass
-class LoraDDMConfig:
+class LoraDDMConfig(Settings):
     """Settings of DDM's LoRA fine-tuning (defaults after diffusers' text-to-image LoRA example)."""
+
+    what: ClassVar[str] = "DDM LoRA setting"
 
     alpha: float = 0.05
     groups: str = "given"
@@ -55,17 +57,9 @@ class LoraDDMConfig:
     seed: int = 0
     device: str = "auto"
 
-    @classmethod
-    def from_overrides(cls, overrides: dict[str, Any] | None) -> "LoraDDMConfig":
-        cfg = cls()
-        valid = {f.name for f in dataclasses.fields(cls)}
-        for key, value in (overrides or {}).items():
-            if key not in valid:
-                raise ConfigError(f"unknown DDM LoRA setting '{key}'; valid keys: {', '.join(sorted(valid))}")
-            setattr(cfg, key, coerce(value, getattr(cfg, key), key))
-        if not 0.0 <= cfg.alpha <= 1.0:
-            raise ConfigError(f"DDM LoRA setting 'alpha' must be in [0, 1], got {cfg.alpha}")
-        return cfg
+    def check(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"DDM LoRA setting 'alpha' must be in [0, 1], got {self.alpha}")
 
 
 def load_components(model_dir: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ from .indicator import SIGNS, Indicator, ddm_loss, predicted_noise
 @dataclass
 class DDMConfig(DiffusionConfig):
     """DDM's settings on top of the diffusion engine's."""
+
+    what: ClassVar[str] = "DDM setting"
 
     alpha: float = 0.05  # weight of the indicator's cross-entropy (official examples: 0.005, 0.01, 0.05)
     groups: str = "given"  # given (the dataset's attribute b) | inferred (groups.py)

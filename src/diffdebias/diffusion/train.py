@@ -12,14 +12,13 @@ A variant objective (DDM) runs in the same loop through a :class:`LossHook`.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +33,8 @@ from ..data.base import BiasedDataset, ImageSpec, Split
 from ..data.injected import IDENTITY_NEUTRAL_OPTIONS
 from ..distributed import current
 from ..runtime import all_finite, channels_last_input, resolve_device, seed_everything, speed_settings
-from ..errors import ConfigError, RunError
-from ..config import coerce
+from ..errors import RunError
+from ..config import Settings
 from ..io import append_jsonl, build_lock, check_output_dir, file_digest, remove_stale_temps, write_failure, write_json_atomic, write_text_atomic
 from ..paths import cache_home
 from ..state import load_state, save_state
@@ -52,8 +51,11 @@ NOT_IDENTITY = (*SPEED_SETTINGS, *GUARD_SETTINGS, "checkpoint_every", "snapshot_
 
 
 @dataclass
-class DiffusionConfig:
-    """Every diffusion-training setting with its default (the cpu-tiny preset's: METHODS.md s. 7)."""
+class DiffusionConfig(Settings):
+    """Every diffusion-training setting with its default (the cpu-tiny preset's: METHODS.md s. 7).
+    `from_overrides` (config.Settings) leaves preset=auto as given: `resolve` or training resolves it."""
+
+    what: ClassVar[str] = "diffusion setting"
 
     preset: str = AUTO  # auto (cpu-tiny on a CPU, paper on a GPU) | cpu-tiny | paper
     image_size: int = 0  # 0: the images' own size, at most 64 px (presets.py)
@@ -96,25 +98,6 @@ class DiffusionConfig:
         cfg = cls.from_overrides(resolved_settings(spec.size, dict(overrides or {}), device))
         resolve_image_size(cfg, spec)
         return cfg
-
-    @classmethod
-    def from_overrides(cls, overrides: dict[str, Any] | None) -> Self:
-        """The defaults with `overrides` (preset left as given: `resolve` or training resolves auto)."""
-        cfg = cls()
-        valid = {f.name for f in dataclasses.fields(cls)}
-        for key, value in (overrides or {}).items():
-            if key not in valid:
-                raise ConfigError(f"unknown diffusion setting '{key}'; valid keys: {', '.join(sorted(valid))}")
-            default = getattr(cfg, key)
-            if isinstance(default, list):
-                value = [int(v) for v in str(value).replace(",", " ").split()] if isinstance(value, str) else list(value)
-            else:
-                value = coerce(value, default, key)
-            setattr(cfg, key, value)
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def changed(self) -> dict[str, Any]:
         """The settings that differ from the defaults."""
