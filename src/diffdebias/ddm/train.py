@@ -12,8 +12,6 @@ A run directory has the layout of a diffusion run (`config.json`, `unet_ema/`, `
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +24,7 @@ from torch import nn
 from ..data.base import BiasedDataset
 from ..diffusion.models import build_unet
 from ..diffusion.synthetic import checkpoint_digest
-from ..diffusion.train import NOT_IDENTITY, DiffusionConfig, LossHook, Parts, Step, data_identity, is_trained, load_unet, train_diffusion
+from ..diffusion.train import DiffusionConfig, LossHook, Parts, Step, is_trained, load_unet, train_diffusion, train_identity
 from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
 from ..paths import cache_home
@@ -56,10 +54,8 @@ class DDMConfig(DiffusionConfig):
 
 
 def ddm_identity(data: BiasedDataset, cfg: DDMConfig) -> str:
-    cfg_d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}
-    if cfg.init:
-        cfg_d["init"] = checkpoint_digest(Path(cfg.init) / "unet_ema")
-    return hashlib.sha256(json.dumps({"data": data_identity(data), "cfg": cfg_d}, sort_keys=True).encode()).hexdigest()[:20]
+    """The DDM generator's cache key: `train_identity`, its `init` run identified by its weights."""
+    return train_identity(data, cfg, **({"init": checkpoint_digest(Path(cfg.init) / "unet_ema")} if cfg.init else {}))
 
 
 class DDMHook(LossHook):

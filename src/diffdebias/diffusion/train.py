@@ -126,9 +126,11 @@ def data_identity(data: BiasedDataset) -> str:
     return h.hexdigest()
 
 
-def train_identity(data: BiasedDataset, cfg: DiffusionConfig) -> str:
-    """Hash of (training data, configuration): where a matching trained generator is cached."""
-    cfg_d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}
+def train_identity(data: BiasedDataset, cfg: DiffusionConfig, **identified_by: Any) -> str:
+    """THE identity of a generator (plain or DDM): hash of (training data, configuration), where a
+    matching trained one is cached. `identified_by` replaces a setting's value by what identifies
+    it (DDM's `init` run by its weights' digest)."""
+    cfg_d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY} | identified_by
     return hashlib.sha256(json.dumps({"data": data_identity(data), "cfg": cfg_d}, sort_keys=True).encode()).hexdigest()[:20]
 
 
