@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 
@@ -11,12 +10,6 @@ from ..errors import ConfigError
 def default_k(ratio: float | None) -> int:
     """DiffuBias's K: 100 per class, 200 at the 5% ratio (and above)."""
     return 200 if ratio is not None and ratio >= 5 else 100
-
-
-def per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each sample. GCE's loss (1 - p_y^q) / q is monotone in p_y, as CE is, so
-    both rank the samples identically."""
-    return F.cross_entropy(logits.float(), y, reduction="none")
 
 
 def top_k_per_class(losses: torch.Tensor, y: torch.Tensor, num_classes: int, k: int) -> torch.Tensor:

@@ -30,7 +30,8 @@ from ..io import atomic_path, write_json_atomic
 from ..runtime import derived_seed
 from ..stages.generator import trained_generator
 from ..trainers import GCE
-from .candidates import default_k, per_sample_loss, top_k_per_class
+from ..trainers.losses import per_sample_ce
+from .candidates import default_k, top_k_per_class
 from .captioners import CAPTIONER_MODEL, CAPTIONERS, build_captioner, to_pil
 from .generators import GENERATORS, T2I_MODEL, DiffusersT2IGenerator, LocalConditionalGenerator, fit_to_spec
 from .hub import resolve_local_model
@@ -121,7 +122,8 @@ def _candidates(engine: Engine, model: torch.nn.Module, hp: dict, path: Path) ->
         return json.loads(path.read_text())
     data, train = engine.data, engine.data.split("train")
     k = hp["num_candidates"] or default_k(data.info.get("ratio"))
-    losses = per_sample_loss(engine.logits(model, train, hp["eval_batch_size"], hp["num_workers"]), train.y)
+    # the biased classifier's cross-entropy: GCE's loss (1 - p_y^q) / q is monotone in p_y, as CE is, so both rank samples alike
+    losses = per_sample_ce(engine.logits(model, train, hp["eval_batch_size"], hp["num_workers"]), train.y)
     idx = top_k_per_class(losses, train.y, data.num_classes, k)
     record = {"k": k, "loss": "cross-entropy of the GCE biased classifier", "indices": idx.tolist(),
               "labels": train.y[idx].tolist(), "losses": [round(float(v), 6) for v in losses[idx]]}  # fmt: skip
