@@ -81,3 +81,18 @@ def test_pseudo_group_metrics_need_no_bias_labels():
     m = pseudo_group_metrics(preds, y, groups)
     assert m["pseudo_unbiased_acc"] == pytest.approx((100 + 0 + 100 + 50) / 4)
     assert m["pseudo_wga"] == 0.0
+
+
+def test_balanced_accuracy_per_class_scores_and_ece_hand_computed():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    m = classification_metrics(p, y, np.full(4, -1), 2, 0, probs=probs)
+    assert m["balanced_acc"] == pytest.approx(75.0)  # recalls 1/2 and 2/2
+    assert m["per_class"]["precision"] == pytest.approx([100.0, 100 * 2 / 3], abs=1e-3)
+    assert m["per_class"]["recall"] == pytest.approx([50.0, 100.0])
+    assert m["per_class"]["f1"] == pytest.approx([100 * 2 / 3, 80.0], abs=1e-3)
+    assert m["macro_f1"] == pytest.approx(100 * (2 / 3 + 0.8) / 2, abs=1e-3)
+    # each confidence alone in one of 15 bins: ECE = mean |correct - confidence| = (0.1 + 0.6 + 0.2 + 0.3) / 4
+    assert m["ece"] == pytest.approx(30.0, abs=1e-3)
+    assert classification_metrics(p, y, np.full(4, -1), 2, 0)["ece"] is None  # no probabilities, no ECE

@@ -14,7 +14,7 @@ from .records import RunResult
 from .run import COMPLETE, read_result
 from .errors import ConfigError
 
-TABLE_METRICS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc", "wga", "worst_class_acc")
+TABLE_METRICS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc", "wga", "worst_class_acc", "balanced_acc", "macro_f1", "ece")
 SUMMARY_PIVOTS = ("unbiased_acc", "conflicting_acc")  # the methods x ratios tables of a benchmark's summary.md
 
 
@@ -116,7 +116,7 @@ def ratio_tables(frame: pd.DataFrame, metric: str, numeric: bool = False) -> dic
                 if numeric:
                     row[col] = float(vals.mean()) if len(vals) else math.nan
                 else:
-                    row[col] = "-" if not len(vals) else _pm(vals) + (f" ({len(vals)} seed{'s' * (len(vals) > 1)})" if len(vals) < most else "")
+                    row[col] = "-" if not len(vals) else _pm(vals) + (f" ({len(vals)} seeds)" if 1 < len(vals) < most else "")
             rows.append(row)
         tables[base] = pd.DataFrame(rows)
     return tables
@@ -128,13 +128,16 @@ def _method_order(label: str) -> tuple[int, str]:
 
 
 def _pm(vals: pd.Series) -> str:
+    """mean ± std over seeds; with one seed, "mean (n = 1)" (no spread was measured)."""
     mean = float(vals.mean())
     std = float(vals.std(ddof=0)) if len(vals) > 1 else 0.0
     if math.isnan(mean):
         return "-"
+    digits = 3 if abs(mean) < 2 else 1 if mean > 100 else 2
+    if len(vals) == 1:
+        return f"{mean:.2g} (n = 1)" if 0 < abs(mean) < 0.1 else f"{mean:.{digits}f} (n = 1)"
     if 0 < abs(mean) < 0.1:
         return f"{mean:.2g} ± {std:.2g}"
-    digits = 3 if abs(mean) < 2 else 1 if mean > 100 else 2
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

@@ -72,10 +72,11 @@ class Engine:
         for name, split in self.data.splits.items():
             if name == "train":
                 continue
-            preds = self.predict(model, split, hp["eval_batch_size"], hp["num_workers"])
+            logits = self.logits(model, split, hp["eval_batch_size"], hp["num_workers"])
+            preds = logits.argmax(1).numpy()
             result[name] = classification_metrics(
                 preds, split.y.numpy(), split.b.numpy(), self.data.num_classes, self.data.num_bias, self.train_counts,
-                self.data.info.get("bias_factors"),
+                self.data.info.get("bias_factors"), torch.softmax(logits.float(), 1).numpy(),
             )
             if pseudo_groups and name in pseudo_groups:
                 result[name].update(pseudo_group_metrics(preds, split.y.numpy(), pseudo_groups[name].numpy()))
