@@ -318,20 +318,16 @@ def train_diffusion(
                 idx = order[cursor : cursor + cfg.batch_size]
                 cursor += cfg.batch_size
             local = dist.block(idx)  # this process's block of the global batch
-            x0, y, _, _ = train.batch(local)
-            xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-                pred = model(channels_last_input(xt, cl), t, class_labels=y).sample
-            loss, stats = hook.loss(Step(pred.float(), target, xt, t, local, alphas, wrapped))
+            loss, stats = _batch_loss(hook, model, wrapped, cfg, train, local, len(idx), noise_sched, alphas, null, gen, device, cl)
             if not torch.isfinite(loss):
                 raise RunError(f"{hook.kind} step {step + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
-            optimiser_step(dist.weighted(loss, len(y), len(idx)), params, opt, lr_sched, ema, unet, cfg.grad_clip)
+            optimiser_step(dist.weighted(loss, len(local), len(idx)), params, opt, lr_sched, ema, unet, cfg.grad_clip)
             step += 1
             elapsed += time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{step * cfg.batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
             if step % hook.log_every == 0 or step == cfg.max_steps:
-                logged = dist.batch_mean({"loss": loss.detach(), **stats}, len(y), len(idx))
+                logged = dist.batch_mean({"loss": loss.detach(), **stats}, len(local), len(idx))
                 if dist.is_main:
                     append_jsonl(log_path, {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
             if step in cfg.snapshot_steps and dist.is_main:
@@ -362,19 +358,27 @@ def _estimate(hook: LossHook, cfg: DiffusionConfig, train: Split, unet: UNet2DMo
     ema = EMAModel(unet_c.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
     cl = speed_settings([unet_c], device, channels_last=cfg.channels_last, compile=False)
     gen = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.arange(len(train))[: cfg.batch_size]
-    local = dist.block(idx)
+    n = min(cfg.batch_size, len(train))
+    local = dist.block(torch.arange(n))
 
     def one_step() -> None:
-        x0, y, _, _ = train.batch(local)
-        xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, len(idx), dist.block_slice(len(idx)))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            pred = unet_c(channels_last_input(xt, cl), t, class_labels=y).sample
-        loss, _ = hook.loss(Step(pred.float(), target, xt, t, local, alphas, modules_c))
+        loss, _ = _batch_loss(hook, unet_c, modules_c, cfg, train, local, n, noise_sched, alphas, null, gen, device, cl)
         optimiser_step(loss, params, opt, lr_sched, ema, unet_c, cfg.grad_clip)
 
     s_per_step, timed = seconds_per_step(one_step, device)
     return make_estimate(s_per_step, timed, steps, device, cfg.preset, size, cfg.batch_size)
+
+
+def _batch_loss(hook: LossHook, model: nn.Module, modules: dict[str, nn.Module], cfg: DiffusionConfig, train: Split, local: torch.Tensor,
+                total: int, noise_sched: Any, alphas: torch.Tensor, null: int, gen: torch.Generator, device: torch.device,
+                cl: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """The hook's loss on this process's block `local` of a global batch of `total` samples: noise,
+    timesteps and label drops from `gen` (noisy_batch), the denoiser's forward pass, the objective."""
+    x0, y, _, _ = train.batch(local)
+    xt, t, y, target = noisy_batch(x0.to(device), y.to(device), cfg, noise_sched, alphas, null, gen, total, current().block_slice(total))
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        pred = model(channels_last_input(xt, cl), t, class_labels=y).sample
+    return hook.loss(Step(pred.float(), target, xt, t, local, alphas, modules))
 
 
 def _expected_bytes(params: list[nn.Parameter], cfg: DiffusionConfig) -> int:
