@@ -28,13 +28,14 @@ from .hparams import resolve_hparams
 from .inference.bias_amplifier import GroupInference, infer_groups
 from .runtime import resolve_device
 from .stages.bias_amplifier import ba_settings
+from .stages.generator import generator_config as stages_generator_config
 from .trainers import ERM, GCE
 
 
 def generator_config(data: BiasedDataset, device: str = "auto", **settings: Any) -> DiffusionConfig:
     """The generator's configuration for `data` on `device`: the preset chosen for its image size
     and the device, with `settings` (DiffusionConfig fields) on top."""
-    return DiffusionConfig.resolve(data, {**settings, "device": device}, device)
+    return stages_generator_config(data, settings, device)
 
 
 def train_generator(data: BiasedDataset, config: DiffusionConfig | None = None, *, out: str | Path | None = None,

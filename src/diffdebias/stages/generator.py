@@ -17,15 +17,16 @@ from ..engine.loop import Engine
 from ..records import GeneratorNote
 
 
-def generator_config(data: BiasedDataset, hp: dict[str, Any], device: str) -> DiffusionConfig:
-    """THE generator configuration of a run: the preset for `data`'s images on `device` (auto by
-    default), with the run's `gen.*` settings. Its `train_identity` is the generator's cache key."""
-    return DiffusionConfig.resolve(data, {**hp["gen"], "device": device}, device)
+def generator_config(data: BiasedDataset, settings: dict[str, Any], device: str) -> DiffusionConfig:
+    """THE generator configuration: the preset for `data`'s images on `device` ("auto": CUDA when
+    available), with `settings` (DiffusionConfig fields: a run's `gen.*`) on top. Its
+    `train_identity` is the generator's cache key."""
+    return DiffusionConfig.resolve(data, {**settings, "device": device}, device)
 
 
 def trained_generator(engine: Engine, hp: dict[str, Any]) -> tuple[Path, DiffusionConfig]:
     """The generator of `generator_config`, trained on the real training split or reused from the cache."""
-    cfg = generator_config(engine.data, hp, str(engine.device))
+    cfg = generator_config(engine.data, hp["gen"], str(engine.device))
     t0 = time.perf_counter()
     with energy.stage("diffusion_train"):
         run = train_diffusion(engine.data, cfg, quiet=engine.quiet)
