@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("diffusion",),
     ("models",),
     ("data",),
-    ("config", "io", "paths", "runtime", "distributed", "state", "energy", "errors", "records", "report_text", "cli_common", "_version"),
+    ("config", "io", "paths", "runtime", "distributed", "state", "energy", "tracking", "errors", "records", "report_text", "cli_common", "runfile", "_version"),
 ]
 LAZY_IMPORTERS = ("diffdebias.cli",)
 

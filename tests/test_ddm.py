@@ -274,6 +274,9 @@ def test_cli_train_sample_eval(colour_root, tmp_path):
     tiny = {**TINY, "groups": "inferred", "preset": "cpu-tiny", "image_size": 8}
     res = runner.invoke(main, ["ddm", "train", *common, "--out", str(tmp_path / "run"), "-q", *sum((["--set", f"{k}={v}"] for k, v in tiny.items()), [])])
     assert res.exit_code == 0, res.output
+    # its config.yaml names the same configuration: the finished run is reused (another one is refused)
+    res = runner.invoke(main, ["ddm", "train", "--config", str(tmp_path / "run" / "config.yaml"), "--out", str(tmp_path / "run"), "-q"])
+    assert res.exit_code == 0 and "DDM generator" in res.output, res.output
     res = runner.invoke(main, ["diffusion", "sample", "--run", str(tmp_path / "run"), "--per-class", "6", "--steps", "2", "--out", str(tmp_path / "s"), "-q"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["ddm", "eval", "--samples", str(tmp_path / "s"), *common, "--n-boot", "20", "--json-out", str(tmp_path / "e.json")])

@@ -8,7 +8,7 @@ import sys
 import click
 
 from ._version import __version__
-from .cli_common import RegistryChoice, dataset_options, friendly_errors, parse_sets
+from .cli_common import RegistryChoice, config_option, dataset_options, friendly_errors, parse_sets, settings_from
 from .data.registry import dataset_names, get_entry, load_dataset, resolve_root
 
 
@@ -80,14 +80,17 @@ def datasets_show(name: str, root: str | None, ratio: float | None, sets: tuple[
 @click.option("--t2i-model", default=None, help="DiffuBias: text-to-image pipeline folder or repository id in the local HF cache.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs).")
+@config_option
+@click.pass_context
 @friendly_errors
-def run_cmd(method, dataset, root, ratio, seed, out, sets, ba_source, captioner, generator, captioner_model, t2i_model, resume, quiet) -> None:
-    """Train METHOD (erm, gce, lff, jtt, groupdro, ddb1, ddb1_errset, ddb2, diffubias) on a dataset; writes results.json."""
+def run_cmd(ctx, method, dataset, root, ratio, seed, out, sets, ba_source, captioner, generator, captioner_model, t2i_model, resume, quiet) -> None:
+    """Train METHOD (erm, gce, lff, jtt, groupdro, ddb1, ddb1_errset, ddb2, diffubias) on a dataset; writes results.json
+    and config.yaml (rerun it with --config)."""
     from .cli_common import split_data_options
     from .run import run_method
     from .report_text import results_line
 
-    data_opts, overrides = split_data_options(parse_sets(sets))
+    data_opts, overrides = split_data_options(settings_from(ctx, sets))
     if ba_source:
         overrides["ba_source"] = ba_source
     backend = {"captioner": captioner, "generator": generator, "captioner_model": captioner_model, "t2i_model": t2i_model}
@@ -125,18 +128,33 @@ def diffusion() -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Diffusion setting (see DiffusionConfig); data.KEY=VALUE for dataset options.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in the same directory.")
 @click.option("--quiet", "-q", is_flag=True)
+@config_option
+@click.pass_context
 @friendly_errors
-def diffusion_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
+def diffusion_train(ctx, dataset, root, ratio, out, sets, resume, quiet) -> None:
     """Train a class-conditional diffusion model on a dataset's training split."""
     from .cli_common import split_data_options
     from .diffusion.train import DiffusionConfig, train_diffusion
 
-    data_opts, overrides = split_data_options(parse_sets(sets))
+    data_opts, overrides = split_data_options(settings_from(ctx, sets))
     DiffusionConfig.from_overrides(overrides)  # unknown keys fail before the data loads
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
     cfg = DiffusionConfig.resolve(data, overrides)
     run_dir = train_diffusion(data, cfg, out, resume=resume, quiet=quiet)
+    _write_generator_run_file(run_dir, "diffusion train", data, cfg.to_dict())
     click.echo(f"diffusion model: {run_dir}")
+
+
+def _write_generator_run_file(run_dir, command: str, data, settings: dict) -> None:
+    """config.yaml of a generator run: `diffdebias COMMAND --config` on it gives the same generator."""
+    from .diffusion.train import SPEED_SETTINGS
+    from .distributed import current
+    from .runfile import write_run_file
+
+    if current().is_main:
+        config = {"dataset": data.name, "root": data.info.get("root"), "ratio": data.info.get("ratio"),
+                  "data_options": data.info.get("options", {}), "hparams": {k: v for k, v in settings.items() if k not in SPEED_SETTINGS}}  # fmt: skip
+        write_run_file(run_dir / "config.yaml", config, command)
 
 
 @diffusion.command("sample")
@@ -226,17 +244,20 @@ def ddm() -> None:
               help="DDM setting: alpha, groups=given|inferred, num_groups, sign, balanced, init=RUN_DIR, or any diffusion setting; data.KEY=VALUE for dataset options.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in the same directory.")
 @click.option("--quiet", "-q", is_flag=True)
+@config_option
+@click.pass_context
 @friendly_errors
-def ddm_train(dataset, root, ratio, out, sets, resume, quiet) -> None:
+def ddm_train(ctx, dataset, root, ratio, out, sets, resume, quiet) -> None:
     """Train a class-conditional generator with the DDM objective (pixel space)."""
     from .cli_common import split_data_options
     from .ddm.train import DDMConfig, train_ddm
 
-    data_opts, overrides = split_data_options(parse_sets(sets))
+    data_opts, overrides = split_data_options(settings_from(ctx, sets))
     DDMConfig.from_overrides(overrides)  # unknown keys fail before the data loads
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
     cfg = DDMConfig.resolve(data, overrides)
     run_dir = train_ddm(data, cfg, out, resume=resume, quiet=quiet)
+    _write_generator_run_file(run_dir, "ddm train", data, cfg.to_dict())
     click.echo(f"DDM generator: {run_dir}  (sample it with `diffdebias diffusion sample --run {run_dir} ...`)")
 
 
@@ -315,8 +336,10 @@ def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
 @click.option("--only", "only", multiple=True, metavar="GLOB", help="Keep only the runs whose directory (CELL/METHOD/seedS) matches GLOB, e.g. 'colored_fmnist_*'; repeatable.")
 @click.option("--dry-run", is_flag=True, help="List the runs and which are complete; run nothing.")
 @click.option("--quiet/--verbose", "-q", default=True, show_default=True)
+@config_option
+@click.pass_context
 @friendly_errors
-def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, address: str | None, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+def bench_cmd(ctx: click.Context, preset: str, out: str | None, jobs: int, launcher: str, address: str | None, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
     """Run a preset grid of methods x datasets x ratios x seeds; complete runs are skipped, so rerun to resume."""
     import dataclasses
     import fnmatch
@@ -331,7 +354,7 @@ def bench_cmd(preset: str, out: str | None, jobs: int, launcher: str, address: s
     check_launcher(launcher, address)
     out_dir = Path(out or f"runs/bench/{preset}")
     notes: list[str] = []
-    specs = expand(p, notes, parse_sets(sets))
+    specs = expand(p, notes, settings_from(ctx, sets))
     if only:
         specs = [s for s in specs if any(fnmatch.fnmatchcase(s.run_dir, pat) for pat in only)]
         if not specs:

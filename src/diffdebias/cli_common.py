@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 import sys
 from typing import Any, Callable
 
 import click
 
-from .errors import DiffDebiasError
+from .errors import ConfigError, DiffDebiasError
+from .runfile import RunFile, read_run_file
 
 
 class RegistryChoice(click.ParamType):
@@ -42,6 +44,40 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def config_option(fn: Callable) -> Callable:
+    """--config FILE.yaml: the command's options and `--set` keys from a run file (runfile.py);
+    the command line overrides the file."""
+    return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, is_eager=True,
+                        expose_value=False, callback=_load_config, metavar="FILE.yaml",
+                        help="Run file (YAML) with this command's options and --set keys; the command line overrides it.")(fn)  # fmt: skip
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    params = {p.name: p for p in ctx.command.params if p.name not in ("sets", None) and p is not param}
+    try:
+        run_file = read_run_file(value, set(params))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    defaults = {}
+    for name, raw in run_file.options.items():
+        p = params[name]
+        raw = raw if not getattr(p, "multiple", False) or isinstance(raw, list) else [raw]
+        try:
+            defaults[name] = p.type_cast_value(ctx, raw)
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"{value}: key '{name}': {exc.message}", ctx, param) from None
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["run_file"] = run_file
+
+
+def settings_from(ctx: click.Context, sets: tuple[str, ...]) -> dict[str, Any]:
+    """The `--set` pairs of the run file (if any) with the command line's on top."""
+    run_file: RunFile | None = ctx.meta.get("run_file")
+    return {**(run_file.sets if run_file else {}), **parse_sets(sets)}
+
+
 def split_data_options(sets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate `data.KEY=...` dataset options from hyperparameters."""
     data = {k[5:]: v for k, v in sets.items() if k.startswith("data.")}
@@ -64,7 +100,17 @@ def friendly_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except DiffDebiasError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_from_run_file(exc)}{exc}", err=True)
             sys.exit(2)
 
     return wrapper
+
+
+def _from_run_file(exc: DiffDebiasError) -> str:
+    """'FILE: ' when a configuration error quotes a key that the --config run file set."""
+    ctx = click.get_current_context(silent=True)
+    run_file: RunFile | None = ctx.meta.get("run_file") if ctx else None
+    if run_file is None or not isinstance(exc, ConfigError):
+        return ""
+    quoted = set(re.findall(r"'([^']+)'", str(exc)))
+    return f"{run_file.path}: " if quoted & {*run_file.sets, *run_file.options} else ""

@@ -1,6 +1,7 @@
 """One run = one method on one dataset with one seed, in one directory.
 
-The directory holds `config.json` (resolved configuration), per-stage metric logs
+The directory holds `config.json` (resolved configuration) and the same as a run file,
+`config.yaml` (runfile.py: `diffdebias run --config config.yaml` reruns it), per-stage metric logs
 (`<stage>.metrics.jsonl`, one JSON line per epoch), checkpoints and weights (safetensors),
 `results.json` and the completion marker `COMPLETE`. Every finished run also appends one line
 to `runs.jsonl` in the parent directory of its run directory (config + metrics), for `collect`.
@@ -29,6 +30,7 @@ from .hparams import PERFORMANCE_KEYS, resolve_hparams
 from .io import append_jsonl, exclusive, write_json_atomic, write_text_atomic
 from .recipes import get_method
 from .records import BiasLabelUse, RunResult
+from .runfile import write_run_file
 from .runtime import resolve_device
 
 COMPLETE = "COMPLETE"
@@ -82,6 +84,8 @@ def run_method(
             "hparams": hp,
         }
         _check_config(run_dir, config, resume)
+        if current().is_main and not (run_dir / "config.yaml").exists():
+            write_run_file(run_dir / "config.yaml", config)
         device = resolve_device(hp["device"])
         engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
         main = engine.train_stage("main", recipe.trainer, hp, inputs=recipe.inputs(engine, hp))

@@ -89,6 +89,18 @@ def audit_bars(audit: dict, class_names: list[str]) -> str:
     return data_uri(fig)
 
 
+def class_f1_heatmap(matrix: np.ndarray, methods: list[str], class_names: list[str]) -> str:
+    """Methods x classes heat map of F1 (%), each cell labelled with its value."""
+    fig, ax = plt.subplots(figsize=(0.75 * matrix.shape[1] + 2.2, 0.4 * len(methods) + 1.4))
+    ax.imshow(matrix, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+    names = [class_names[j] if j < len(class_names) else str(j) for j in range(matrix.shape[1])]
+    ax.set_xticks(np.arange(matrix.shape[1]), names, rotation=30, fontsize=8, ha="right")
+    ax.set_yticks(np.arange(len(methods)), methods, fontsize=8)
+    return data_uri(fig)
+
+
 def attribution_grid(images: np.ndarray, columns: list[tuple[str, np.ndarray, list[str]]], row_labels: list[str]) -> str:
     """Rows = images; first column the image, then one heat map per model (titled with its prediction)."""
     n = len(images)

@@ -32,7 +32,7 @@ from . import figures
 from .attribution import attribution_maps, conflicting_test_indices, load_classifier, method_name
 
 TABLE_COLUMNS = ("dataset", "ratio", "method", "selection", "bias_labels", "seeds", "unbiased_acc", "conflicting_acc", "aligned_acc",
-                 "avg_acc", "wga", "worst_class_acc", "wall_time_s", "energy_wh", "co2_g")  # fmt: skip
+                 "avg_acc", "wga", "worst_class_acc", "balanced_acc", "macro_f1", "ece", "wall_time_s", "energy_wh", "co2_g")  # fmt: skip
 ATTRIBUTION_IMAGES = 6
 GLANCE_METRICS = 2  # the first metrics of TABLE_METRICS that the runs report, as methods x ratios tables
 
@@ -71,6 +71,7 @@ def write_report(directory: Path, out: Path | None = None, audit_epochs: int | N
         ("glance", "At a glance", _glance_section(frame)),
         ("results", "Results", _results_section(frame)),
         ("charts", "Charts", _charts_section(frame)),
+        ("classes", "Per-class F1", _class_f1_section(results, loader)),
         ("cost", "Wall time and energy per stage", _cost_section(results)),
         ("synthetic", "Synthetic images", _synthetic_section(results, loader)),
         ("audit", "Diffusion audit", _audit_section(results, loader, directory, audit_epochs, echo)),
@@ -161,6 +162,30 @@ def _charts_section(frame: pd.DataFrame) -> str:
     parts = ['<p class="note">One group of bars per ratio of bias-conflicting training samples; error bars = std over seeds.</p>']
     for dataset in dict.fromkeys(frame["dataset"]):
         parts.append(f'<img class="fig" alt="metrics of {html.escape(dataset)}" src="{figures.metric_bars(frame, dataset)}">')
+    return "".join(parts)
+
+
+def _class_f1_section(results: list[RunResult], loader: _DataCache) -> str:
+    """One heat map per dataset and ratio: methods x classes, test F1 averaged over seeds."""
+    cells: dict[tuple[str, float | None], dict[str, list[list[float]]]] = {}
+    first: dict[tuple[str, float | None], RunResult] = {}
+    for r in results:
+        f1 = r.test.get("per_class", {}).get("f1")
+        if f1:
+            key = (dataset_label(r), r.ratio)
+            cells.setdefault(key, {}).setdefault(r.method, []).append(f1)
+            first.setdefault(key, r)
+    if not cells:
+        return '<p class="note">No run recorded per-class metrics (made by an earlier version).</p>'
+    parts = ['<p class="note">Test F1 per class (%), mean over seeds; the classes a bias hurts most stand out as pale cells. '
+             "Macro F1, balanced accuracy and ECE (15 bins) are in the Results tables.</p>"]  # fmt: skip
+    for (label, ratio), by_method in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or 0)):
+        methods = sorted(by_method)
+        matrix = np.array([np.mean(by_method[m], axis=0) for m in methods])
+        names = loader.get(first[(label, ratio)]).class_names
+        title = f"{label}, ratio {_ratio(ratio)}"
+        parts.append(f"<h3>{html.escape(title)}</h3>" + f'<img class="fig" alt="per-class F1 of {html.escape(title)}" '
+                     f'src="{figures.class_f1_heatmap(matrix, methods, names)}">')  # fmt: skip
     return "".join(parts)
 
 
