@@ -28,6 +28,7 @@ from diffdebias.data import load_dataset
 from diffdebias.ddm.evaluate import evaluate_samples, load_samples
 from diffdebias.ddm.train import DDMConfig, train_ddm
 from diffdebias.audit import train_judges
+from diffdebias.collect import seed_std
 from diffdebias.diffusion.synthetic import generate_synthetic
 from diffdebias.diffusion.train import DiffusionConfig, train_diffusion
 from diffdebias.io import write_json_atomic, write_text_atomic
@@ -123,7 +124,7 @@ def table(rows: list[dict], judges: dict, setup: dict) -> str:
 
         def ms(field: str, fmt: str = ".3f") -> str:
             vals = [r[field] for r in rs if r[field] is not None]
-            return f"{np.mean(vals):{fmt}} +- {np.std(vals):{fmt}}" if vals else "-"
+            return f"{np.mean(vals):{fmt}} +- {seed_std(vals):{fmt}}" if vals else "-"
 
         lines.append(f"| {name} | {groups} | {'-' if alpha is None else alpha} | {ms('fd')} | {ms('spd')} | {ms('minority_share')} | {ms('fd_inclf', '.2f')} | "
                      f"{ms('indicator_acc_last', '.2f')} | {len(rs)} | {np.mean([r['wall_s'] for r in rs]):.0f} | {np.mean([r['cpu_s'] for r in rs]):.0f} |")  # fmt: skip

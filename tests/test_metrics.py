@@ -1,6 +1,8 @@
 import numpy as np
+import pandas as pd
 import pytest
 
+from diffdebias.collect import SPREAD_NOTE, _pm, seed_std
 from diffdebias.engine.metrics import classification_metrics
 
 
@@ -96,3 +98,10 @@ def test_balanced_accuracy_per_class_scores_and_ece_hand_computed():
     # each confidence alone in one of 15 bins: ECE = mean |correct - confidence| = (0.1 + 0.6 + 0.2 + 0.3) / 4
     assert m["ece"] == pytest.approx(30.0, abs=1e-3)
     assert classification_metrics(p, y, np.full(4, -1), 2, 0)["ece"] is None  # no probabilities, no ECE
+
+
+def test_spread_is_the_sample_std_and_one_seed_shows_n_1():
+    assert seed_std(pd.Series([1.0, 2.0, 3.0])) == 1.0  # ddof = 1 (the population std would be 0.816)
+    assert _pm(pd.Series([10.0, 20.0, 30.0])) == "20.00 ± 10.00"
+    assert _pm(pd.Series([59.48])) == "59.48 (n = 1)"
+    assert "ddof = 1" in SPREAD_NOTE

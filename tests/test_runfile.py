@@ -1,8 +1,11 @@
 """YAML run files: --config on the commands, config.yaml of every run, errors naming file and key."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -10,6 +13,7 @@ from diffdebias.cli import main
 
 from .conftest import require_fmnist
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "epochs=2", "--set", "batch_size=1024"]
 
 
@@ -20,11 +24,11 @@ def _run(args):
 def test_config_yaml_reruns_to_the_same_metrics(tmp_path):
     require_fmnist()
     first = tmp_path / "first"
-    res = _run(["run", "lff", "--dataset", "colored_fmnist", "--ratio", "1", "--seed", "3", "--out", str(first), "-q", *TINY,
+    res = _run(["run", "erm", "--dataset", "colored_fmnist", "--ratio", "1", "--seed", "3", "--out", str(first), "-q", *TINY,
                 "--set", "lr=0.002", "--set", "data.val_mode=uniform"])  # fmt: skip
     assert res.exit_code == 0, res.output
     written = yaml.safe_load((first / "config.yaml").read_text())
-    assert written["method"] == "lff" and written["seed"] == 3 and written["ratio"] == 1.0
+    assert written["method"] == "erm" and written["seed"] == 3 and written["ratio"] == 1.0
     assert written["lr"] == 0.002 and written["data"]["val_mode"] == "uniform"
     again = tmp_path / "again"
     res = _run(["run", "--config", str(first / "config.yaml"), "--out", str(again), "-q"])
@@ -32,6 +36,10 @@ def test_config_yaml_reruns_to_the_same_metrics(tmp_path):
     a, b = (json.loads((d / "results.json").read_text()) for d in (first, again))
     assert (a["val"], a["test"], a["selected_epoch"], a["hparams"]) == (b["val"], b["test"], b["selected_epoch"], b["hparams"])
     assert json.loads((first / "config.json").read_text()) == json.loads((again / "config.json").read_text())
+    # provenance: the thread count and the source commit ("+dirty" when tracked files differ from it)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert a["machine"]["threads"] == torch.get_num_threads()
+    assert a["machine"]["commit"].split("+")[0] == head if head else a["machine"]["commit"] is None
 
 
 def test_command_line_overrides_the_file_and_nested_keys_are_dotted(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .data.registry import get_entry
@@ -127,10 +128,20 @@ def _method_order(label: str) -> tuple[int, str]:
     return (list(METHODS).index(name) if name in METHODS else len(METHODS), label)
 
 
+SPREAD_NOTE = "± is the sample standard deviation over seeds (ddof = 1); n = 1: one seed, no spread measured"
+
+
+def seed_std(vals: pd.Series | np.ndarray) -> float:
+    """THE spread of the tables and charts: the sample standard deviation over seeds (ddof = 1);
+    0 for one seed (the tables then print "n = 1" instead)."""
+    vals = np.asarray(vals, dtype=float)
+    return float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+
+
 def _pm(vals: pd.Series) -> str:
     """mean ± std over seeds; with one seed, "mean (n = 1)" (no spread was measured)."""
     mean = float(vals.mean())
-    std = float(vals.std(ddof=0)) if len(vals) > 1 else 0.0
+    std = seed_std(vals)
     if math.isnan(mean):
         return "-"
     digits = 3 if abs(mean) < 2 else 1 if mean > 100 else 2
@@ -147,7 +158,7 @@ def tables_markdown(table: pd.DataFrame, frame: pd.DataFrame, by_ratio: tuple[st
     parts = [to_markdown(table)]
     for metric, tables in pivots.items():
         parts += [f"{dataset}: {metric} ({split})\n\n{to_markdown(pivot)}" for dataset, pivot in tables.items()]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join([*parts, SPREAD_NOTE]) + "\n"
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import energy
-from ._version import __version__
+from ._version import __version__, source_commit
 from .data.registry import load_dataset
 from .distributed import current
 from .engine.loop import Engine
@@ -98,7 +98,8 @@ def run_method(
             wall_time_s={"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
             energy={"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
             notes=engine.notes, hparams=hp, data_options=config["data_options"], device=str(device),
-            machine={"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}, version=__version__,
+            machine={"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "commit": source_commit()}, version=__version__,
         )  # fmt: skip
         if current().is_main:
             record = result.to_dict()

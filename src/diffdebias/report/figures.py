@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..collect import seed_std  # noqa: E402
+
 CHART_METRICS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "wga")
 
 
@@ -42,7 +44,7 @@ def metric_bars(frame: pd.DataFrame, dataset: str) -> str:
             for r in ratios:
                 vals = sub[(sub["method"] == method) & ((sub["ratio"] == r) if r is not None else sub["ratio"].isna())][metric].dropna()
                 means.append(vals.mean() if len(vals) else np.nan)
-                stds.append(vals.std(ddof=0) if len(vals) > 1 else 0.0)
+                stds.append(seed_std(vals))
             x = np.arange(len(ratios)) + (i - (len(methods) - 1) / 2) * width
             ax.bar(x, means, width, yerr=stds, capsize=2, label=method, color=colors(i % 10))
         ax.set_xticks(np.arange(len(ratios)), [f"{r:g}%" if r is not None else "-" for r in ratios])
@@ -51,7 +53,7 @@ def metric_bars(frame: pd.DataFrame, dataset: str) -> str:
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(f"{dataset}: test metrics, mean ± std over seeds", fontsize=11, y=1.04)
+    fig.suptitle(f"{dataset}: test metrics, mean ± sample std over seeds", fontsize=11, y=1.04)
     return data_uri(fig)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from .._version import __version__
 from ..audit import audit_synthetic, train_judges
-from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, summary_table
+from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, seed_std, summary_table
 from ..data.registry import load_dataset
 from ..errors import RunError
 from ..records import RunResult
@@ -81,11 +81,12 @@ def write_report(directory: Path, out: Path | None = None, audit_epochs: int | N
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>' for sid, title, content in sections)
     machine = results[0].machine
+    commits = sorted({str(r.machine.get("commit") or "not recorded") for r in results})
     head = (
         f"<h1>diffdebias report</h1><p>{len(results)} complete runs under <code>{html.escape(str(directory))}</code> · generated "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by diffdebias {__version__} on {html.escape(platform.node() or '?')}</p>"
         f"<p>runs made on {html.escape(str(machine.get('platform', '?')))}, {machine.get('cpus', '?')} CPUs, torch {html.escape(str(machine.get('torch', '?')))}, "
-        f"device {html.escape(results[0].device)}</p>"
+        f"device {html.escape(results[0].device)}, {machine.get('threads', '?')} threads; source commits of the runs: {html.escape(', '.join(commits))}</p>"
     )
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>diffdebias report</title><style>{CSS}</style></head>'
             f"<body><header>{head}</header><nav>{nav}</nav><main>{body}</main></body></html>")  # fmt: skip
@@ -118,7 +119,7 @@ def _table(df: pd.DataFrame) -> str:
 
 def _glance_section(frame: pd.DataFrame) -> str:
     metrics = [m for m in TABLE_METRICS if m in frame.columns and frame[m].notna().any()][:GLANCE_METRICS]
-    parts = ['<p class="note">Test split, mean ± std over seeds, methods against the ratio of bias-conflicting training '
+    parts = ['<p class="note">Test split, mean ± sample std over seeds (ddof = 1), methods against the ratio of bias-conflicting training '
              "samples (and the no-bias control, where the attribute is independent of the class). <b>Bold</b>: the best method "
              "without bias labels in each column; <i>grey</i>: the Group DRO oracle, which trains with them.</p>"]  # fmt: skip
     tables = {m: (ratio_tables(frame, m), ratio_tables(frame, m, numeric=True)) for m in metrics}
@@ -146,7 +147,7 @@ def glance_table(text: pd.DataFrame, means: pd.DataFrame) -> str:
 def _results_section(frame: pd.DataFrame) -> str:
     table = summary_table(frame)
     parts = [
-        '<p class="note">Test split, mean ± std over seeds (population std). <b>selection</b>: the validation policy that chose '
+        '<p class="note">Test split, mean ± std over seeds (sample std, ddof = 1; "n = 1": one seed). <b>selection</b>: the validation policy that chose '
         "each run's epoch; <b>bias_labels</b>: where true bias labels entered the run (training = oracle reference; val "
         "selection = early stopping with validation bias labels; none = unsupervised). Wall time in seconds, energy in Wh and "
         "emissions in g CO2eq per run, all stages included (cached generators cost their first user only).</p>"
@@ -295,7 +296,7 @@ def _ba_section(results: list[RunResult]) -> str:
     keys = ["dataset", "ratio", "method", "BA trained on"]
     agg = df.groupby(keys, sort=True).agg(
         seeds=("seed", "count"),
-        **{m: (m, lambda s: f"{s.mean():.3f} ± {s.std(ddof=0):.3f}") for m in ("auroc", "precision", "recall")},
+        **{m: (m, lambda s: f"{s.mean():.3f} ± {seed_std(s):.3f}") for m in ("auroc", "precision", "recall")},
         num_flagged=("num_flagged", lambda s: round(float(s.mean()), 1)),
         num_conflicting=("num_conflicting", lambda s: round(float(s.mean()), 1)),
     )
