@@ -241,3 +241,18 @@ def test_glance_table_bolds_the_best_unsupervised_cell_of_each_column():
     best = [re.findall(r"<td class=best>([^<]*)</td>", body) for _, body in cells]
     assert best == [["86.0"], [], ["60.0"]]  # the oracle is never bold, even where it is highest
     assert [bool(o) for o, _ in cells] == [False, True, False]
+
+
+def test_seed_scope_all_varies_the_data_split_and_the_generator_with_the_seed():
+    from diffdebias.bench.launch import generator_key
+    from diffdebias.bench.presets import Cell, Grid, Preset, _methods, expand
+
+    cell = Cell("colored_fmnist", 1.0)
+    shared = expand(Preset("t", "", (Grid((cell,), _methods("erm", "ddb2"), (0, 1)),)))
+    varied = expand(Preset("t", "", (Grid((cell,), _methods("erm", "ddb2"), (0, 1), seed_scope="all"),)))
+    assert all(s.data_options == {} and "gen.seed" not in s.overrides for s in shared)
+    assert [(s.method, s.seed, s.data_options, s.overrides.get("gen.seed")) for s in varied] == [
+        ("erm", 0, {"seed": 0}, None), ("erm", 1, {"seed": 1}, None), ("ddb2", 0, {"seed": 0}, 0), ("ddb2", 1, {"seed": 1}, 1)]  # fmt: skip
+    ddb = [s for s in varied if s.method == "ddb2"]
+    assert generator_key(ddb[0]) != generator_key(ddb[1])  # one generator per seed
+    assert len({generator_key(s) for s in shared if s.method == "ddb2"}) == 1

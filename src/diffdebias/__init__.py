@@ -20,6 +20,7 @@ _EXPORTS = {
     "generator_config": "api",
     "train_generator": "api",
     "sample_synthetic": "api",
+    "Generator": "api",
     "BiasAmplifier": "api",
     "GroupInference": "inference.bias_amplifier",
     "infer_groups": "inference.bias_amplifier",
@@ -31,7 +32,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from .api import BiasAmplifier, generator_config, sample_synthetic, train_generator
+    from .api import BiasAmplifier, Generator, generator_config, sample_synthetic, train_generator
     from .data.base import BiasedDataset, ImageSpec
     from .data.registry import load_dataset
     from .data.wrap import make_dataset

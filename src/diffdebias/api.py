@@ -4,6 +4,7 @@ Engine or run directory unless the caller wants checkpoints (`out=`).
     data = make_dataset((images, y), (val_images, val_y))
     generator = train_generator(data)                  # cached by data + settings
     synthetic = sample_synthetic(generator, per_class=300)
+    Generator(generator).save_pretrained("my-generator")  # shareable; Generator.from_pretrained loads it
     ba = BiasAmplifier().fit(synthetic, spec=data.spec)
     inferred = ba.infer(data)                          # scores, pseudo-groups, error set
     sampler = inferred.sampler(data.split("train").y)  # for the caller's own DataLoader
@@ -12,6 +13,8 @@ Engine or run directory unless the caller wants checkpoints (`out=`).
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,11 @@ import torch
 
 from .data.base import UNKNOWN_BIAS, BiasedDataset, ImageSpec, Split, TensorSplit
 from .data.registry import load_dataset
+from .diffusion.export import export_generator, imported_run, load_exported
 from .diffusion.synthetic import generate_synthetic
-from .diffusion.train import DiffusionConfig, train_diffusion
+from .diffusion.train import DiffusionConfig, is_trained, train_diffusion
 from .engine.loop import Engine, split_logits
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .hparams import resolve_hparams
 from .inference.bias_amplifier import GroupInference, infer_groups
 from .runtime import resolve_device
@@ -46,12 +50,46 @@ def train_generator(data: BiasedDataset, config: DiffusionConfig | None = None, 
     return train_diffusion(data, config or generator_config(data), out, quiet=quiet)
 
 
-def sample_synthetic(generator: str | Path, per_class: int, *, w: float = 1.0, sampler: str = "dpmpp", steps: int = 10, seed: int = 0,
+def sample_synthetic(generator: str | Path | Generator, per_class: int, *, w: float = 1.0, sampler: str = "dpmpp", steps: int = 10, seed: int = 0,
                      device: str = "auto", quiet: bool = True) -> BiasedDataset:  # fmt: skip
-    """`per_class` images of every class from a trained generator with guidance `w` (cached), as a
-    dataset (bias unknown; `.split("train").images` is a uint8 tensor)."""
+    """`per_class` images of every class from a trained generator (a run folder or a `Generator`)
+    with guidance `w` (cached), as a dataset (bias unknown; `.split("train").images` is a uint8 tensor)."""
     folder = generate_synthetic(Path(generator), per_class, sampler=sampler, steps=steps, w=w, seed=seed, device=device, quiet=quiet)
     return load_dataset("synthetic", root=folder)
+
+
+class Generator(os.PathLike):
+    """A trained class-conditional generator (a finished run folder), shareable in the diffusers
+    layout: `save_pretrained` exports it, `from_pretrained` loads an exported folder (verified,
+    nothing trained). Path-like: pass it wherever a generator's run folder is taken (`sample_synthetic`)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        if not is_trained(self.run_dir):
+            raise RunError(f"{self.run_dir}: not a finished generator run; train one with train_generator(data), "
+                           "or load an exported one with Generator.from_pretrained(folder)")  # fmt: skip
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "Generator":
+        """The generator exported in `folder` (`save_pretrained`, `diffdebias diffusion export`), after
+        checking its files against their recorded sha256; weights from safetensors only."""
+        return cls(imported_run(load_exported(folder)))
+
+    def save_pretrained(self, folder: str | Path, *, audit: dict[str, Any] | None = None) -> Path:
+        """Export to `folder` (UNet, scheduler, generator.json, model card); `audit`: the figures of
+        diffdebias.audit.audit_synthetic for the card."""
+        return export_generator(self.run_dir, folder, audit=audit)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What it was trained on and how: dataset, ratio, data identity, classes, image size, settings."""
+        return json.loads((self.run_dir / "config.json").read_text())
+
+    def __fspath__(self) -> str:
+        return str(self.run_dir)
+
+    def __repr__(self) -> str:
+        return f"Generator({str(self.run_dir)!r})"
 
 
 class BiasAmplifier:

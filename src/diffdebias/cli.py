@@ -8,7 +8,7 @@ import sys
 import click
 
 from ._version import __version__
-from .cli_common import RegistryChoice, config_option, dataset_options, friendly_errors, parse_sets, settings_from
+from .cli_common import RegistryChoice, config_option, dataset_options, friendly_errors, log_with_option, parse_sets, settings_from
 from .data.registry import dataset_names, get_entry, load_dataset, resolve_root
 
 
@@ -80,10 +80,11 @@ def datasets_show(name: str, root: str | None, ratio: float | None, sets: tuple[
 @click.option("--t2i-model", default=None, help="DiffuBias: text-to-image pipeline folder or repository id in the local HF cache.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (for logs).")
+@log_with_option
 @config_option
 @click.pass_context
 @friendly_errors
-def run_cmd(ctx, method, dataset, root, ratio, seed, out, sets, ba_source, captioner, generator, captioner_model, t2i_model, resume, quiet) -> None:
+def run_cmd(ctx, method, dataset, root, ratio, seed, out, sets, ba_source, captioner, generator, captioner_model, t2i_model, resume, quiet, log_with) -> None:
     """Train METHOD (erm, gce, lff, jtt, groupdro, ddb1, ddb1_errset, ddb2, diffubias) on a dataset; writes results.json
     and config.yaml (rerun it with --config)."""
     from .cli_common import split_data_options
@@ -97,7 +98,7 @@ def run_cmd(ctx, method, dataset, root, ratio, seed, out, sets, ba_source, capti
     overrides.update({k: v for k, v in backend.items() if v is not None})
     results = run_method(
         method, dataset, root=root, ratio=ratio, seed=seed, out=out, overrides=overrides,
-        data_options=data_opts, resume=resume, quiet=quiet,
+        data_options=data_opts, resume=resume, quiet=quiet, log_with=log_with,
     )  # fmt: skip
     click.echo(results_line(results))
 
@@ -128,21 +129,33 @@ def diffusion() -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Diffusion setting (see DiffusionConfig); data.KEY=VALUE for dataset options.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in the same directory.")
 @click.option("--quiet", "-q", is_flag=True)
+@log_with_option
 @config_option
 @click.pass_context
 @friendly_errors
-def diffusion_train(ctx, dataset, root, ratio, out, sets, resume, quiet) -> None:
+def diffusion_train(ctx, dataset, root, ratio, out, sets, resume, quiet, log_with) -> None:
     """Train a class-conditional diffusion model on a dataset's training split."""
     from .cli_common import split_data_options
-    from .diffusion.train import DiffusionConfig, train_diffusion
+    from .diffusion.train import DiffusionConfig, LossHook, train_diffusion
 
     data_opts, overrides = split_data_options(settings_from(ctx, sets))
     DiffusionConfig.from_overrides(overrides)  # unknown keys fail before the data loads
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
     cfg = DiffusionConfig.resolve(data, overrides)
-    run_dir = train_diffusion(data, cfg, out, resume=resume, quiet=quiet)
+    hook = LossHook()
+    with _generator_tracking(log_with, out or hook.cache_dir(data, cfg), "diffusion", data, cfg.to_dict()):
+        run_dir = train_diffusion(data, cfg, out, resume=resume, quiet=quiet, hook=hook)
     _write_generator_run_file(run_dir, "diffusion train", data, cfg.to_dict())
     click.echo(f"diffusion model: {run_dir}")
+
+
+def _generator_tracking(log_with: tuple[str, ...], run_dir, kind: str, data, settings: dict):
+    """The tracking session of a generator's training (its folder: `run_dir`)."""
+    from pathlib import Path
+
+    from .tracking import session
+
+    return session(log_with, Path(run_dir), f"{kind}-{data.name}", {"dataset": data.name, "ratio": data.info.get("ratio"), "settings": settings})
 
 
 def _write_generator_run_file(run_dir, command: str, data, settings: dict) -> None:
@@ -178,6 +191,42 @@ def diffusion_sample(run_dir, per_class, sampler, steps, w, seed, snapshot, out,
     folder = generate_synthetic(Path(run_dir), per_class, sampler=sampler, steps=steps, w=w, seed=seed, snapshot=snapshot,
                                 out=Path(out) if out else None, batch_size=batch_size, quiet=quiet)  # fmt: skip
     click.echo(f"synthetic set: {folder}")
+
+
+@diffusion.command("export")
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--audit", "audit_json", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Audit figures for the model card: the JSON of `diffdebias diffusion audit --json-out`.")
+@click.option("--dataset", default=None, help="Or measure them now: the real dataset (with bias labels) the generator was trained on.")
+@dataset_options
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="data.KEY=VALUE dataset options (with --dataset).")
+@click.option("--per-class", type=int, default=100, show_default=True, help="Images per class sampled for the audit (with --dataset).")
+@click.option("--quiet", "-q", is_flag=True)
+@friendly_errors
+def diffusion_export(run_dir, out_dir, audit_json, dataset, root, ratio, sets, per_class, quiet) -> None:
+    """Export the trained generator RUN as a diffusers-style folder DIR (UNet in safetensors, scheduler, model card);
+    DDB and DiffuBias runs use it with --set gen.from=DIR, the Python API with Generator.from_pretrained(DIR)."""
+    import json
+    from pathlib import Path
+
+    from .cli_common import split_data_options
+    from .diffusion.export import export_generator
+
+    if audit_json and dataset:
+        raise click.UsageError("give --audit FILE or --dataset NAME, not both")
+    audit = json.loads(Path(audit_json).read_text()) if audit_json else None
+    if dataset:
+        from .audit import audit_synthetic
+        from .diffusion.synthetic import generate_synthetic
+
+        data_opts, _ = split_data_options(parse_sets(sets))
+        data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
+        sampling = {"sampler": "dpmpp", "steps": 10, "w": 1.0}
+        folder = generate_synthetic(Path(run_dir), per_class, **sampling, quiet=quiet)
+        audit = {**audit_synthetic(load_dataset("synthetic", root=folder), data), "sampling": {"per_class": per_class, **sampling}}
+    folder = export_generator(Path(run_dir), Path(out_dir), audit=audit)
+    click.echo(f"exported generator: {folder}  (use it with --set gen.from={folder}, or Generator.from_pretrained('{folder}'))")
 
 
 @diffusion.command("audit")
@@ -244,19 +293,21 @@ def ddm() -> None:
               help="DDM setting: alpha, groups=given|inferred, num_groups, sign, balanced, init=RUN_DIR, or any diffusion setting; data.KEY=VALUE for dataset options.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in the same directory.")
 @click.option("--quiet", "-q", is_flag=True)
+@log_with_option
 @config_option
 @click.pass_context
 @friendly_errors
-def ddm_train(ctx, dataset, root, ratio, out, sets, resume, quiet) -> None:
+def ddm_train(ctx, dataset, root, ratio, out, sets, resume, quiet, log_with) -> None:
     """Train a class-conditional generator with the DDM objective (pixel space)."""
     from .cli_common import split_data_options
-    from .ddm.train import DDMConfig, train_ddm
+    from .ddm.train import DDMConfig, DDMHook, train_ddm
 
     data_opts, overrides = split_data_options(settings_from(ctx, sets))
     DDMConfig.from_overrides(overrides)  # unknown keys fail before the data loads
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
     cfg = DDMConfig.resolve(data, overrides)
-    run_dir = train_ddm(data, cfg, out, resume=resume, quiet=quiet)
+    with _generator_tracking(log_with, out or DDMHook().cache_dir(data, cfg), "ddm", data, cfg.to_dict()):
+        run_dir = train_ddm(data, cfg, out, resume=resume, quiet=quiet)
     _write_generator_run_file(run_dir, "ddm train", data, cfg.to_dict())
     click.echo(f"DDM generator: {run_dir}  (sample it with `diffdebias diffusion sample --run {run_dir} ...`)")
 
@@ -336,10 +387,12 @@ def ddm_lora(model_dir, dataset, root, ratio, out, sets, quiet) -> None:
 @click.option("--only", "only", multiple=True, metavar="GLOB", help="Keep only the runs whose directory (CELL/METHOD/seedS) matches GLOB, e.g. 'colored_fmnist_*'; repeatable.")
 @click.option("--dry-run", is_flag=True, help="List the runs and which are complete; run nothing.")
 @click.option("--quiet/--verbose", "-q", default=True, show_default=True)
+@log_with_option
 @config_option
 @click.pass_context
 @friendly_errors
-def bench_cmd(ctx: click.Context, preset: str, out: str | None, jobs: int, launcher: str, address: str | None, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+def bench_cmd(ctx: click.Context, preset: str, out: str | None, jobs: int, launcher: str, address: str | None, sets: tuple[str, ...], only: tuple[str, ...],
+              dry_run: bool, quiet: bool, log_with: tuple[str, ...]) -> None:  # fmt: skip
     """Run a preset grid of methods x datasets x ratios x seeds; complete runs are skipped, so rerun to resume."""
     import dataclasses
     import fnmatch
@@ -354,7 +407,7 @@ def bench_cmd(ctx: click.Context, preset: str, out: str | None, jobs: int, launc
     check_launcher(launcher, address)
     out_dir = Path(out or f"runs/bench/{preset}")
     notes: list[str] = []
-    specs = expand(p, notes, settings_from(ctx, sets))
+    specs = [dataclasses.replace(s, log_with=log_with) for s in expand(p, notes, settings_from(ctx, sets))]
     if only:
         specs = [s for s in specs if any(fnmatch.fnmatchcase(s.run_dir, pat) for pat in only)]
         if not specs:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 
+from . import tracking
 from .errors import ConfigError, DiffDebiasError
 from .runfile import RunFile, read_run_file
 
@@ -70,6 +71,19 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
             raise click.BadParameter(f"{value}: key '{name}': {exc.message}", ctx, param) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["run_file"] = run_file
+
+
+def log_with_option(fn: Callable) -> Callable:
+    """--log-with tensorboard|wandb|mlflow (repeatable): live curves through Accelerate's trackers, offline by default."""
+    return click.option("--log-with", "log_with", multiple=True, metavar="TRACKER", callback=_check_trackers,
+                        help=f"Log curves, images and settings to {' | '.join(tracking.TRACKERS)} (repeatable; offline, under RUN/tracking/).")(fn)  # fmt: skip
+
+
+def _check_trackers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tracking.check(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def settings_from(ctx: click.Context, sets: tuple[str, ...]) -> dict[str, Any]:

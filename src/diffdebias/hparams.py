@@ -4,17 +4,21 @@ Resolution order (later wins): COMMON < DATASET_DEFAULTS[dataset] < METHOD_DEFAU
 < METHOD_DATASET_DEFAULTS[(method, dataset)] < command-line `--set key=value`.
 Unknown keys are refused with the list of valid keys. Methods that train a generator (DDB,
 DiffuBias) declare `gen`: the generator's settings (`--set gen.KEY=VALUE`, any field of
-diffusion.train.DiffusionConfig), checked against DiffusionConfig when resolved.
+diffusion.train.DiffusionConfig), checked against DiffusionConfig when resolved, or alone
+`gen.from=DIR`: a generator exported by `diffdebias diffusion export`, used instead of training one.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .config import coerce
 from .diffusion.train import DiffusionConfig
 from .errors import ConfigError
 from .models import MODEL_NAMES
+
+GEN_FROM = "from"  # gen.from=DIR: an exported generator's folder (diffusion/export.py) instead of training one
 
 COMMON: dict[str, Any] = {
     "model": "mlp",  # mlp | cnn | resnet18 | resnet50
@@ -180,9 +184,24 @@ def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None 
 
 
 def generator_settings(gen: dict[str, Any]) -> dict[str, Any]:
-    """`gen` (generator settings by DiffusionConfig field) checked and read as the fields' types."""
+    """`gen` (generator settings by DiffusionConfig field) checked and read as the fields' types;
+    or `{"from": DIR}` with DIR made absolute."""
+    if GEN_FROM in gen:
+        return {GEN_FROM: exported_folder(gen)}
     cfg = DiffusionConfig.from_overrides(gen, prefix="gen.")
     return {k: getattr(cfg, k) for k in gen}
+
+
+def exported_folder(gen: dict[str, Any]) -> str:
+    """The absolute folder of `gen.from`, an existing directory given alone (an exported
+    generator's training settings are its own)."""
+    others = sorted(k for k in gen if k != GEN_FROM)
+    if others:
+        raise ConfigError(f"hyperparameter 'gen.{GEN_FROM}' uses an exported generator as it was trained; drop 'gen.{others[0]}' (its settings are the exported ones)")
+    value = gen[GEN_FROM]
+    if not isinstance(value, (str, Path)) or not str(value) or not Path(value).expanduser().is_dir():
+        raise ConfigError(f"hyperparameter 'gen.{GEN_FROM}': {value!r} is not a directory; give the folder written by `diffdebias diffusion export RUN DIR`")
+    return str(Path(value).expanduser().resolve())
 
 
 # Settings that change speed, not results: a run may be resumed with other values of these.

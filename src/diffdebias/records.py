@@ -30,6 +30,8 @@ class GeneratorNote:
     per_class: int
     preset: str | None = None
     estimate: dict[str, Any] | None = None  # diffusion/estimate.py, when the generator was trained by this version
+    source: str | None = None  # the exported generator's folder (gen.from), None: trained or reused from the cache
+    data_identity_matches: bool | None = None  # with `source`: whether it was trained on this run's training data
 
 
 @dataclass

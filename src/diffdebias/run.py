@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from . import energy
+from . import energy, tracking
 from ._version import __version__, source_commit
+from .data.base import BiasedDataset
 from .data.registry import load_dataset
 from .distributed import current
 from .engine.loop import Engine
@@ -30,6 +31,7 @@ from .hparams import PERFORMANCE_KEYS, resolve_hparams
 from .io import append_jsonl, exclusive, write_json_atomic, write_text_atomic
 from .recipes import get_method
 from .records import BiasLabelUse, RunResult
+from .recipes.base import Recipe
 from .runfile import write_run_file
 from .runtime import resolve_device
 
@@ -57,9 +59,12 @@ def run_method(
     data_options: dict[str, Any] | None = None,
     resume: bool = False,
     quiet: bool = False,
+    log_with: tuple[str, ...] = (),
 ) -> RunResult:
-    """Run `method` on `dataset` and return its typed result (read back if the run is complete)."""
+    """Run `method` on `dataset` and return its typed result (read back if the run is complete);
+    `log_with` names trackers (tracking.py) that get the run's curves, images and settings."""
     recipe = get_method(method)
+    log_with = tracking.check(log_with)
     hp = resolve_hparams(method, dataset, overrides)
     get_policy(hp["selection"])
     run_dir = Path(out) if out is not None else default_run_dir(method, dataset, ratio, seed)
@@ -86,29 +91,38 @@ def run_method(
         _check_config(run_dir, config, resume)
         if current().is_main and not (run_dir / "config.yaml").exists():
             write_run_file(run_dir / "config.yaml", config)
-        device = resolve_device(hp["device"])
-        engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
-        main = engine.train_stage("main", recipe.trainer, hp, inputs=recipe.inputs(engine, hp))
-        policy = get_policy(hp["selection"])
-        uses_train_b = recipe.uses_bias_labels(hp)
-        result = RunResult(
-            method=method, dataset=dataset, ratio=config["ratio"], seed=seed, selection=policy.name,
-            selected_epoch=main.selected["epoch"], bias_labels_used=BiasLabelUse(uses_train_b, policy.uses_val_bias_labels),
-            oracle=uses_train_b, val=main.selected.get("val", {}), test=main.selected.get("test", {}), by_policy=_by_policy(main.history),
-            wall_time_s={"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
-            energy={"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
-            notes=engine.notes, hparams=hp, data_options=config["data_options"], device=str(device),
-            machine={"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "commit": source_commit()}, version=__version__,
-        )  # fmt: skip
-        if current().is_main:
-            record = result.to_dict()
-            write_json_atomic(run_dir / "results.json", record)
-            write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
-            append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **record})
-        current().barrier()
-        result.run_dir = str(run_dir)
-        return result
+        run_name = "-".join(default_run_dir(method, dataset, config["ratio"], seed).parts[1:])
+        with tracking.session(log_with, run_dir, run_name, config):
+            return _train(recipe, config, data, data_time, run_dir, hp, resume, quiet)
+
+
+def _train(recipe: Recipe, config: dict[str, Any], data: BiasedDataset, data_time: float, run_dir: Path, hp: dict[str, Any], resume: bool,
+           quiet: bool) -> RunResult:  # fmt: skip
+    """Train the recipe of a run whose configuration is checked, write its results and return them."""
+    method, dataset, seed = config["method"], config["dataset"], config["seed"]
+    device = resolve_device(hp["device"])
+    engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
+    main = engine.train_stage("main", recipe.trainer, hp, inputs=recipe.inputs(engine, hp))
+    policy = get_policy(hp["selection"])
+    uses_train_b = recipe.uses_bias_labels(hp)
+    result = RunResult(
+        method=method, dataset=dataset, ratio=config["ratio"], seed=seed, selection=policy.name,
+        selected_epoch=main.selected["epoch"], bias_labels_used=BiasLabelUse(uses_train_b, policy.uses_val_bias_labels),
+        oracle=uses_train_b, val=main.selected.get("val", {}), test=main.selected.get("test", {}), by_policy=_by_policy(main.history),
+        wall_time_s={"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
+        energy={"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
+        notes=engine.notes, hparams=hp, data_options=config["data_options"], device=str(device),
+        machine={"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                 "commit": source_commit()}, version=__version__,
+    )  # fmt: skip
+    if current().is_main:
+        record = result.to_dict()
+        write_json_atomic(run_dir / "results.json", record)
+        write_text_atomic(run_dir / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        append_jsonl(run_dir.parent / "runs.jsonl", {"run_dir": str(run_dir), **record})
+    current().barrier()
+    result.run_dir = str(run_dir)
+    return result
 
 
 def read_result(run_dir: str | Path) -> RunResult:

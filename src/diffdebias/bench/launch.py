@@ -43,7 +43,7 @@ def run_spec(spec: RunSpec, out: str, quiet: bool = True) -> Outcome:
     t0 = time.perf_counter()
     try:
         run_method(spec.method, spec.dataset, ratio=spec.ratio, seed=spec.seed, out=run_dir, overrides=spec.overrides,
-                   data_options=spec.data_options, resume=True, quiet=quiet)  # fmt: skip
+                   data_options=spec.data_options, resume=True, quiet=quiet, log_with=spec.log_with)  # fmt: skip
     except KeyboardInterrupt:
         raise
     except RunBusy as exc:  # another bench process is running it: its outcome is that process's

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.registry import get_entry
 from ..errors import ConfigError
 from ..hparams import declared_keys, declares
 from ..recipes import METHODS
@@ -44,11 +45,18 @@ class MethodEntry:
     optional: bool = False  # skipped (with a note) while the method is not registered
 
 
+# What a grid's seed varies: "run" (the training seed only; the seeds of a cell share one data split
+# and one generator / synthetic set, so their spread leaves out those sources of variance) or "all"
+# (the seed is also the data split's seed, data.seed, and the generator's, gen.seed).
+SEED_SCOPES = ("run", "all")
+
+
 @dataclass(frozen=True)
 class Grid:
     cells: tuple[Cell, ...]
     methods: tuple[MethodEntry, ...]
     seeds: tuple[int, ...]
+    seed_scope: str = "run"
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class RunSpec:
     overrides: dict[str, Any]
     data_options: dict[str, Any]
     run_dir: str
+    log_with: tuple[str, ...] = ()  # trackers (tracking.py): bench --log-with
 
 
 def _methods(*names: str, optional: tuple[str, ...] = ()) -> tuple[MethodEntry, ...]:
@@ -153,6 +162,18 @@ def expand(preset: Preset, notes: list[str] | None = None, extra: dict[str, Any]
                 keys = declared_keys(entry.name)
                 overrides = {k: v for k, v in {**preset.overrides, **(extra or {})}.items() if declares(keys, k)} | entry.overrides
                 for seed in grid.seeds:
-                    specs.append(RunSpec(entry.name, cell.dataset, cell.ratio, seed, overrides, dict(cell.data_options),
+                    seeded, data_options = _seeded(grid, cell, keys, seed)
+                    specs.append(RunSpec(entry.name, cell.dataset, cell.ratio, seed, overrides | seeded, data_options,
                                          f"{cell.tag}/{entry.name}/seed{seed}"))  # fmt: skip
     return specs
+
+
+def _seeded(grid: Grid, cell: Cell, keys: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The overrides and data options that `grid.seed_scope` ties to the run's seed."""
+    if grid.seed_scope not in SEED_SCOPES:
+        raise ConfigError(f"grid seed_scope {grid.seed_scope!r}: valid {', '.join(SEED_SCOPES)}")
+    if grid.seed_scope == "run":
+        return {}, dict(cell.data_options)
+    if "seed" not in get_entry(cell.dataset).options:
+        raise ConfigError(f"seed_scope 'all': dataset '{cell.dataset}' has no 'seed' option to vary its split with")
+    return ({"gen.seed": seed} if "gen" in keys else {}), {**cell.data_options, "seed": seed}

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from .. import tracking
 from ..data.synthetic import ARRAYS, is_complete, write_synthetic_set
 from ..distributed import current
 from ..errors import RunError
@@ -136,3 +138,6 @@ def assemble(out: Path, gen_meta: dict, per_class: int, extra: dict) -> None:
             "source_ratio": gen_meta.get("ratio"), "data_identity": gen_meta["data_identity"], **extra}  # fmt: skip
     write_synthetic_set(out, np.concatenate(chunks), np.repeat(np.arange(num_classes), per_class), meta, num_classes)
     shutil.rmtree(out / "parts", ignore_errors=True)
+    if tracking.active():  # the grid of the set (a row of samples per class), as written
+        with Image.open(out / "grid.png") as grid:
+            tracking.log_images({f"synthetic/{out.name}": grid}, step=0)

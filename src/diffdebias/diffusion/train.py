@@ -28,6 +28,7 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm import tqdm
 
+from .. import tracking
 from .._version import __version__
 from ..data.base import BiasedDataset, ImageSpec, Split
 from ..data.injected import IDENTITY_NEUTRAL_OPTIONS
@@ -329,7 +330,9 @@ def train_diffusion(
             if step % hook.log_every == 0 or step == cfg.max_steps:
                 logged = dist.batch_mean({"loss": loss.detach(), **stats}, len(local), len(idx))
                 if dist.is_main:
-                    append_jsonl(log_path, {"step": step, **{k: float(v) for k, v in logged.items()}, "elapsed_s": round(elapsed, 3), "lr": lr_sched.get_last_lr()[0]})
+                    scalars = {**{k: float(v) for k, v in logged.items()}, "lr": lr_sched.get_last_lr()[0]}
+                    append_jsonl(log_path, {"step": step, **scalars, "elapsed_s": round(elapsed, 3)})
+                    tracking.log_scalars(scalars, step, prefix=hook.kind.lower())
             if step in cfg.snapshot_steps and dist.is_main:
                 _save_ema(unet, ema, run_dir / "snapshots" / f"step{step}")
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
@@ -478,6 +481,12 @@ def finish_run(run_dir: Path, unet: UNet2DModel, ema: EMAModel, summary: dict[st
     """Export the EMA UNet to `unet_ema/`, write `train_summary.json` (with the export's digest)
     and then the COMPLETE marker, each atomically."""
     _save_ema(unet, ema, run_dir / "unet_ema")
+    mark_finished(run_dir, summary)
+
+
+def mark_finished(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write `train_summary.json` with the digest of the `unet_ema/` already written, then the
+    COMPLETE marker, each atomically (finish_run; an imported generator: diffusion/export.py)."""
     write_json_atomic(run_dir / "train_summary.json", {**summary, "unet_ema_digest": _ema_digest(run_dir / "unet_ema")})
     write_text_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
 

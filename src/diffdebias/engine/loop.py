@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .. import energy
+from .. import energy, tracking
 from ..data.base import BiasedDataset, Split
 from ..distributed import current, swapped
 from ..errors import RunError
@@ -144,6 +144,7 @@ class Engine:
             indices = trainer.epoch_indices(gen)
             bar = tqdm(total=len(indices), desc=f"{stage} {epoch + 1}/{hp['epochs']}", unit="img", disable=self.quiet or not dist.is_main, leave=False)
             loss_sum, n_seen, n_local = 0.0, 0, 0
+            train_stats = tracking.Means()  # the trainer's statistics (weights), while tracking
             # global batches; with several processes each takes its block (a last batch smaller than
             # the number of processes is dropped, so that every process has samples)
             chunks = [c for c in torch.split(indices, hp["batch_size"]) if len(c) >= dist.size]
@@ -154,6 +155,7 @@ class Engine:
                 x = channels_last_input(x, cl)
                 with self.autocast(hp["amp"]), swapped(trainer, ddp):
                     loss, stats = trainer.loss(x, y, idx)
+                train_stats.add(stats, len(y))
                 if not torch.isfinite(loss):
                     raise RunError(f"stage '{stage}' epoch {epoch + 1}: the loss became {float(loss.detach())}; {_numerical_advice(ckpt)}")
                 for opt in optimizers.values():
@@ -187,6 +189,7 @@ class Engine:
                 self._checkpoint(ckpt, trainer, gen, schedulers, state)
             if dist.is_main:
                 append_jsonl(self._log_path(stage), row)
+            tracking.log_scalars({**{k: v for k, v in row.items() if k not in ("stage", "epoch")}, "train": train_stats.means()}, epoch + 1, prefix=stage)
             if not self.quiet and dist.is_main:
                 val, test = row.get("val", {}), row.get("test", {})
                 tqdm.write(

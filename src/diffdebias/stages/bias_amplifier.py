@@ -10,6 +10,7 @@ precision / recall of its errors), recorded in results.json.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .. import energy
+from .. import energy, tracking
 from ..data.base import BiasedDataset
 from ..diffusion.train import data_identity
 from ..engine.loop import Engine
@@ -133,6 +134,7 @@ def bias_amplifier_groups(engine: Engine, hp: dict[str, Any]) -> dict[str, Group
         if aligned is not None:
             diag[source] = diagnostics(results[source], train, aligned)
     engine.notes.ba_diagnostics = diag
+    tracking.log_scalars({source: dataclasses.asdict(d) for source, d in diag.items()}, 0, prefix="bias_amplifier")
     engine.notes.ba_diagnostics_use_bias_labels = "evaluation only"
     chosen = results[hp["ba_source"]]
     engine.notes.pseudo_conflicting = int(chosen.conflicting.sum())

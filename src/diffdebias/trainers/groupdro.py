@@ -46,7 +46,7 @@ class GroupDRO(Trainer):
         loss = group_loss @ self.q.to(losses.device)
         if dist.active:  # this block's share of the global loss, as a mean over the block (see Trainer)
             loss = loss * counts.sum() / len(y)
-        return loss, {"q_max": float(self.q.max())}
+        return loss, {"q_max": float(self.q.max()), **{f"group_weight/{g}": w for g, w in enumerate(self.q.tolist())}}
 
     def extra_state(self):
         return {"q": self.q, "groups": self.groups}
