@@ -73,3 +73,31 @@ def test_jtt_upsampling_repeats_the_error_set_lambda_times():
     idx = upsample(5, torch.tensor([1, 3]), 3)
     assert sorted(idx.tolist()) == [0, 1, 1, 1, 2, 3, 3, 3, 4]
     assert torch.equal(upsample(4, torch.tensor([], dtype=torch.long), 50), torch.arange(4))
+
+
+def test_jtt_loss_weighting_form_weights_the_error_set_loss_lambda_times():
+    from diffdebias.recipes.jtt import error_set_inputs
+    from diffdebias.trainers import Reweight
+
+    inputs = error_set_inputs(Reweight, 4, torch.tensor([1, 3]), 50)
+    assert inputs.loss_weights.tolist() == [1.0, 50.0, 1.0, 50.0] and inputs.indices is None
+    images = np.zeros((4, 3, 4, 4), dtype=np.uint8)
+    y = np.array([0, 0, 1, 1])
+    trainer = Reweight(TrainerContext(make_dataset((images, y), (images, y)), resolve_hparams("jtt_weighted", "folder_csv"),
+                                      torch.device("cpu"), inputs))  # fmt: skip
+    trainer.model = _FixedLogits(torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 2.0]]))
+    loss, _ = trainer.loss(torch.zeros(4, 3, 4, 4), torch.tensor([0, 0, 1, 1]), torch.arange(4))
+    ce_easy, ce_flat = math.log(1 + math.exp(-2)), math.log(2)
+    assert float(loss.detach()) == pytest.approx((ce_easy + 50 * ce_flat + ce_flat + 50 * ce_easy) / 4, abs=1e-6)  # a mean over the batch
+
+
+def test_group_balanced_resampling_draws_every_group_equally_often():
+    from diffdebias.trainers import GroupBalanced
+
+    images = np.zeros((4, 3, 4, 4), dtype=np.uint8)
+    y = np.array([0, 0, 0, 1])
+    trainer = GroupBalanced(TrainerContext(make_dataset((images, y), (images, y)), resolve_hparams("resample_oracle", "folder_csv"),
+                                           torch.device("cpu"), TrainerInputs(groups=torch.tensor([0, 0, 0, 1]))))  # fmt: skip
+    assert trainer.weights.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
+    drawn = torch.cat([trainer.epoch_indices(torch.Generator().manual_seed(s)) for s in range(500)])
+    assert float((drawn == 3).float().mean()) == pytest.approx(0.5, abs=0.03)  # group 1 (one sample) half of the draws

@@ -111,9 +111,13 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "gce": {"q": 0.7},
     "lff": {"q": 0.7, "ema": 0.7},
     "jtt": {"jtt_epochs": 1, "lambda_up": 50},
+    "jtt_weighted": {"jtt_epochs": 1, "lambda_up": 50},
     "groupdro": {"groups": "oracle", "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
+    "resample_oracle": {"groups": "oracle"},
     "ddb1": {**DDB_DEFAULTS, "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
+    "ddb1_resample": dict(DDB_DEFAULTS),
     "ddb1_errset": {**DDB_DEFAULTS, "lambda_up": 50},
+    "ddb1_errset_weighted": {**DDB_DEFAULTS, "lambda_up": 50},
     "ddb2": {**DDB_DEFAULTS, "ema": 0.7},
     "diffubias": dict(DIFFUBIAS_DEFAULTS),
 }

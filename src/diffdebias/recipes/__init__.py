@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..trainers import ERM, GCE, LfF
+from ..trainers import ERM, GCE, GroupBalanced, LfF, Reweight
 from .base import Recipe
 from .ddb1 import DDB1
 from .ddb1_errset import DDB1ErrSet
@@ -17,9 +17,13 @@ METHODS: dict[str, Recipe] = {
     "gce": Recipe("gce", GCE),
     "lff": Recipe("lff", LfF),
     "jtt": JTT(),
+    "jtt_weighted": JTT("jtt_weighted", Reweight),
     "groupdro": LabelGroups(),
+    "resample_oracle": LabelGroups("resample_oracle", GroupBalanced),
     "ddb1": DDB1(),
+    "ddb1_resample": DDB1("ddb1_resample", GroupBalanced),
     "ddb1_errset": DDB1ErrSet(),
+    "ddb1_errset_weighted": DDB1ErrSet("ddb1_errset_weighted", Reweight),
     "ddb2": DDB2(),
     "diffubias": DiffuBias(),
 }

@@ -1,14 +1,15 @@
 """DDB Recipe I, error-set variant: the Bias Amplifier's error set on the real training data is
-upsampled lambda_up times (JTT-style) and a fresh model is trained."""
+weighted lambda_up times (JTT-style: upsampled, `ddb1_errset`, or loss-weighted,
+`ddb1_errset_weighted`) and a fresh model is trained."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..stages.bias_amplifier import bias_amplifier_groups
-from ..trainers import TrainerInputs, Upsample
-from ..trainers.upsample import upsample
+from ..trainers import Upsample
 from .base import DDBRecipe
+from .jtt import error_set_inputs
 
 
 @dataclass(frozen=True)
@@ -19,5 +20,5 @@ class DDB1ErrSet(DDBRecipe):
     def inputs(self, engine, hp):
         inferred = bias_amplifier_groups(engine, hp)
         n = len(engine.data.split("train"))
-        return TrainerInputs(indices=upsample(n, inferred["train"].error_set, hp["lambda_up"]),
-                             eval_groups={"val": inferred["val"].groups(engine.data.split("val").y)})  # fmt: skip
+        return error_set_inputs(self.trainer, n, inferred["train"].error_set, hp["lambda_up"],
+                                eval_groups={"val": inferred["val"].groups(engine.data.split("val").y)})  # fmt: skip

@@ -3,8 +3,10 @@
 from .base import Trainer, TrainerContext, TrainerInputs
 from .erm import ERM
 from .gce import GCE
+from .group_balanced import GroupBalanced
 from .groupdro import GroupDRO
 from .lff import LfF
+from .reweight import Reweight
 from .upsample import Upsample
 
-__all__ = ["ERM", "GCE", "GroupDRO", "LfF", "Trainer", "TrainerContext", "TrainerInputs", "Upsample"]
+__all__ = ["ERM", "GCE", "GroupBalanced", "GroupDRO", "LfF", "Reweight", "Trainer", "TrainerContext", "TrainerInputs", "Upsample"]

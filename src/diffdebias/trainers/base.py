@@ -28,6 +28,7 @@ class TrainerInputs:
     groups: torch.Tensor | None = None  # group id of every training sample (Group DRO)
     num_groups: int | None = None  # groups that may occur (default: max id + 1)
     indices: torch.Tensor | None = None  # one epoch's training indices, with repeats (upsampling)
+    loss_weights: torch.Tensor | None = None  # a fixed loss weight per training sample (reweighting)
     bias_losses: torch.Tensor | None = None  # per-sample loss of a frozen biased model (LfF without its biased model)
     train_split: Split | None = None  # another training split (e.g. real + synthetic images)
     eval_groups: dict[str, torch.Tensor] = field(default_factory=dict)  # inferred groups of eval splits, for selection
