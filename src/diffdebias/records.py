@@ -48,6 +48,21 @@ class BADiagnostics:
 
 
 @dataclass
+class BiasEvidence:
+    """Whether the Bias Amplifier found a bias, judged without bias labels on the real validation
+    split (inference/bias_evidence.py): how often a model trained on the real data (the GCE probe)
+    makes the BA's mistakes, against how often it would by chance."""
+
+    ba_val_error: float  # % of val samples the BA misclassifies
+    probe_val_error: float  # % the probe misclassifies
+    agreement: float  # % of the BA's errors where the probe predicts the same wrong class
+    chance_agreement: float  # the same if the two erred independently (from their confusion rates)
+    confident_errors: float  # % of the BA's errors made with p_max >= 0.9
+    found: bool  # agreement >= the threshold
+    threshold: float
+
+
+@dataclass
 class BAAugmentNote:
     """`ba_augment=auto`'s candidates (zoom, rotate, val_acc) and the one chosen."""
 
@@ -71,6 +86,7 @@ class Notes:
     ba_augment: BAAugmentNote | None = None
     ba_diagnostics: dict[str, BADiagnostics] | None = None
     ba_diagnostics_use_bias_labels: str | None = None
+    bias_evidence: BiasEvidence | None = None
     pseudo_conflicting: int | None = None
     jtt_error_set_size: int | None = None
     diffubias: dict[str, Any] | None = None  # the pipeline's stages: candidates, captions, generated (diffubias/stages.py)
@@ -87,6 +103,7 @@ class Notes:
             ba_augment=_build(BAAugmentNote, d.get("ba_augment")),
             ba_diagnostics=None if d.get("ba_diagnostics") is None else {k: _build(BADiagnostics, v) for k, v in d["ba_diagnostics"].items()},
             ba_diagnostics_use_bias_labels=d.get("ba_diagnostics_use_bias_labels"),
+            bias_evidence=_build(BiasEvidence, d.get("bias_evidence")),
             pseudo_conflicting=d.get("pseudo_conflicting"),
             jtt_error_set_size=d.get("jtt_error_set_size"),
             diffubias=d.get("diffubias"),

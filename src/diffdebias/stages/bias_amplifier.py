@@ -25,6 +25,7 @@ from ..diffusion.train import data_identity
 from ..engine.loop import Engine
 from ..errors import ConfigError
 from ..hparams import COMMON, PERFORMANCE_KEYS
+from ..inference.bias_evidence import bias_evidence
 from ..inference.bias_amplifier import GroupInference, diagnostics, infer_groups
 from ..io import build_lock
 from ..paths import cache_home
@@ -139,4 +140,7 @@ def bias_amplifier_groups(engine: Engine, hp: dict[str, Any]) -> dict[str, Group
     chosen = results[hp["ba_source"]]
     engine.notes.pseudo_conflicting = int(chosen.conflicting.sum())
     val_logits = engine.logits(models[hp["ba_source"]], val, hp["eval_batch_size"], hp["num_workers"])
+    if hp["ba_source"] == "synthetic" and "real" in models:  # the real-data BA is the probe (no bias labels)
+        probe_logits = engine.logits(models["real"], val, hp["eval_batch_size"], hp["num_workers"])
+        engine.notes.bias_evidence = bias_evidence(val_logits, probe_logits, val.y)
     return {"train": chosen, "val": infer_groups(val_logits, val.y, hp["ba_threshold"], hp["ba_grouping"])}
