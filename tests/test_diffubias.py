@@ -98,7 +98,7 @@ def test_local_conditional_trains_on_real_plus_synthetic(tmp_path, monkeypatch, 
     info = r["notes"]["diffubias"]
     assert info["captioner"] == "none" and info["generator"] == "local-conditional"
     assert info["candidates"]["num_candidates"] == 20 and 0 <= info["candidates"]["truly_conflicting"] <= 20
-    assert r["bias_labels_used"] == {"training": False, "selection": False} and "evaluation only" in info["candidates"]["bias_labels"]
+    assert r["bias_labels_used"] == {"training": False, "selection": False, "defaults": []} and "evaluation only" in info["candidates"]["bias_labels"]
     audit = info["generated"]["audit"]
     assert audit["num_images"] == 40 and 0 <= audit["bias_conflicting_pct"] <= 100 and "evaluation only" in audit["bias_labels"]
     assert {"biased", "candidates", "generation", "audit", "main"} <= set(r["wall_time_s"])

@@ -105,3 +105,14 @@ def test_spread_is_the_sample_std_and_one_seed_shows_n_1():
     assert _pm(pd.Series([10.0, 20.0, 30.0])) == "20.00 ± 10.00"
     assert _pm(pd.Series([59.48])) == "59.48 (n = 1)"
     assert "ddof = 1" in SPREAD_NOTE
+
+
+def test_defaults_chosen_with_bias_labels_are_recorded_unless_overridden():
+    from diffdebias.collect import bias_label_use
+    from diffdebias.hparams import defaults_chosen_with_bias_labels
+
+    assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {}) == ["weight_decay"]
+    assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {"weight_decay": "0.01"}) == []  # the user's own choice
+    assert defaults_chosen_with_bias_labels("ddb2", "colored_fmnist", {}) == []
+    assert bias_label_use(False, False, ["weight_decay"]) == "default weight_decay chosen with val labels"
+    assert bias_label_use(False, False) == "none"

@@ -43,7 +43,7 @@ def runs_frame(results: list[RunResult], split: str = "test", policy: str | None
             "ratio": r.ratio,
             "method": r.method + (" (oracle)" if oracle else ""),
             "selection": name + (" (val bias labels)" if uses_val_b else ""),
-            "bias_labels": bias_label_use(oracle, uses_val_b),
+            "bias_labels": bias_label_use(oracle, uses_val_b, r.bias_labels_used.defaults),
             "seed": r.seed,
             "wall_time_s": r.total_wall_time_s,
             "energy_wh": 1000 * sum(e["energy_kwh"] for e in energy.values()) if energy else None,
@@ -69,9 +69,10 @@ def dataset_label(r: RunResult) -> str:
     return r.dataset + (f" ({', '.join(extra)})" if extra else "")
 
 
-def bias_label_use(training: bool, selection: bool) -> str:
-    """Where true bias labels entered a run (evaluation aside)."""
+def bias_label_use(training: bool, selection: bool, defaults: list[str] | None = None) -> str:
+    """Where true bias labels entered a run (evaluation aside), defaults chosen with them included."""
     used = (["training (oracle)"] if training else []) + (["val selection"] if selection else [])
+    used += [f"default {', '.join(defaults)} chosen with val labels"] if defaults else []
     return " + ".join(used) or "none"
 
 

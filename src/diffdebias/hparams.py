@@ -153,6 +153,19 @@ METHOD_DATASET_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+# Defaults that were chosen with bias labels, recorded in every run that uses them
+# (results.json `bias_labels_used.defaults`, the `bias_labels` column of collect and the report).
+DEFAULTS_CHOSEN_WITH_BIAS_LABELS: dict[tuple[str, str], tuple[str, ...]] = {
+    # chosen for the Group DRO oracle by validation unbiased accuracy (val bias labels), BENCHMARKS.md
+    **{("ddb1", d): ("weight_decay",) for d in FMNIST_28PX},
+}
+
+
+def defaults_chosen_with_bias_labels(method: str, dataset: str, overrides: dict[str, Any] | None) -> list[str]:
+    """The hyperparameters of this run whose value is a default chosen with bias labels (not overridden)."""
+    return [k for k in DEFAULTS_CHOSEN_WITH_BIAS_LABELS.get((method, dataset), ()) if k not in (overrides or {})]
+
+
 def declared_keys(method: str) -> dict[str, Any]:
     """Every key valid for `method` with its generic default."""
     if method not in METHOD_DEFAULTS:

@@ -116,6 +116,7 @@ class Notes:
 class BiasLabelUse:
     training: bool
     selection: bool
+    defaults: list[str] = dataclasses.field(default_factory=list)  # hyperparameters whose default was chosen with bias labels
 
 
 @dataclass

@@ -27,7 +27,7 @@ from .distributed import current
 from .engine.loop import Engine
 from .engine.selection import POLICIES, get_policy, select_epoch
 from .errors import ConfigError, RunError
-from .hparams import PERFORMANCE_KEYS, resolve_hparams
+from .hparams import PERFORMANCE_KEYS, defaults_chosen_with_bias_labels, resolve_hparams
 from .io import append_jsonl, exclusive, write_json_atomic, write_text_atomic
 from .recipes import get_method
 from .records import BiasLabelUse, RunResult
@@ -92,12 +92,13 @@ def run_method(
         if current().is_main and not (run_dir / "config.yaml").exists():
             write_run_file(run_dir / "config.yaml", config)
         run_name = "-".join(default_run_dir(method, dataset, config["ratio"], seed).parts[1:])
+        labelled_defaults = defaults_chosen_with_bias_labels(method, dataset, overrides)
         with tracking.session(log_with, run_dir, run_name, config):
-            return _train(recipe, config, data, data_time, run_dir, hp, resume, quiet)
+            return _train(recipe, config, data, data_time, run_dir, hp, resume, quiet, labelled_defaults)
 
 
 def _train(recipe: Recipe, config: dict[str, Any], data: BiasedDataset, data_time: float, run_dir: Path, hp: dict[str, Any], resume: bool,
-           quiet: bool) -> RunResult:  # fmt: skip
+           quiet: bool, labelled_defaults: list[str]) -> RunResult:  # fmt: skip
     """Train the recipe of a run whose configuration is checked, write its results and return them."""
     method, dataset, seed = config["method"], config["dataset"], config["seed"]
     device = resolve_device(hp["device"])
@@ -107,7 +108,7 @@ def _train(recipe: Recipe, config: dict[str, Any], data: BiasedDataset, data_tim
     uses_train_b = recipe.uses_bias_labels(hp)
     result = RunResult(
         method=method, dataset=dataset, ratio=config["ratio"], seed=seed, selection=policy.name,
-        selected_epoch=main.selected["epoch"], bias_labels_used=BiasLabelUse(uses_train_b, policy.uses_val_bias_labels),
+        selected_epoch=main.selected["epoch"], bias_labels_used=BiasLabelUse(uses_train_b, policy.uses_val_bias_labels, labelled_defaults),
         oracle=uses_train_b, val=main.selected.get("val", {}), test=main.selected.get("test", {}), by_policy=_by_policy(main.history),
         wall_time_s={"data": round(data_time, 3), **{k: round(v, 3) for k, v in engine.stage_times.items()}},
         energy={"stages": energy.summed(current().gather_object(energy.stages())), **energy.describe(), "processes": current().size},
