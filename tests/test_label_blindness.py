@@ -96,3 +96,34 @@ def test_the_check_catches_a_method_that_reads_bias_labels(roots, tmp_path, one_
                    data_options={"image_size": 8}, quiet=True)  # fmt: skip
         traces.append(_trace(tmp_path / root.name))
     assert traces[0]["logs"] != traces[1]["logs"] and traces[0]["weights"] != traces[1]["weights"]
+
+
+@pytest.mark.parametrize("method", ["ddb1", "ddb1_errset"])
+def test_safeguard_falls_back_to_erm_when_the_evidence_finds_no_bias(method, roots, tmp_path, monkeypatch, one_thread):  # noqa: F811
+    """Threshold 101% (never met): one group / an empty error set, i.e. ERM, recorded; 0%: the recipe as it is."""
+    from diffdebias.engine.loop import Engine
+
+    true, _ = roots
+    seen = {}
+    real = Engine.train_stage
+
+    def spy(self, stage, cls, hp, **kw):
+        if stage == "main":
+            seen[hp["bias_evidence_min"]] = kw["inputs"]
+        return real(self, stage, cls, hp, **kw)
+
+    monkeypatch.setattr(Engine, "train_stage", spy)
+    notes = {}
+    for threshold in (101.0, 0.0):
+        r = run_method(method, "folder_csv", root=str(true), out=tmp_path / f"t{threshold:g}", data_options={"image_size": 8}, quiet=True,
+                       overrides={**_overrides(method), "safeguard": True, "bias_evidence_min": threshold})  # fmt: skip
+        notes[threshold] = r.notes.bias_evidence
+    assert notes[101.0].found is False and notes[0.0].found is True and notes[0.0].agreement == notes[101.0].agreement
+    n = 64
+    if method == "ddb1":
+        assert seen[101.0].num_groups == 1 and int(seen[101.0].groups.max()) == 0 and seen[0.0].num_groups > 1
+    else:
+        assert len(seen[101.0].indices) == n and len(seen[0.0].indices) >= n
+    with pytest.raises(Exception, match="Recipe II has no ERM fallback"):
+        run_method("ddb2", "folder_csv", root=str(true), out=tmp_path / "d2", data_options={"image_size": 8}, quiet=True,
+                   overrides={**_overrides("ddb2"), "safeguard": True})  # fmt: skip

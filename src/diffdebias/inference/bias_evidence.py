@@ -15,7 +15,7 @@ import torch
 
 from ..records import BiasEvidence
 
-DEFAULT_THRESHOLD = 50.0  # % agreement; chosen on development runs (BENCHMARKS.md, "No-harm safeguard")
+DEFAULT_THRESHOLD = 50.0  # % agreement (hparams `bias_evidence_min`)
 CONFIDENT = 0.9
 
 

@@ -1,11 +1,16 @@
 """DDB Recipe I: the Bias Amplifier's pseudo-groups (class x its predicted class, `ba_grouping`)
-feed Group DRO; its validation pseudo-groups drive model selection (no bias labels)."""
+feed a robust trainer (Group DRO, `ddb1`; group-balanced resampling, `ddb1_resample`); its
+validation pseudo-groups drive model selection (no bias labels). With `safeguard`, when the bias
+evidence says the BA found no bias, every sample is put in one group: the trainer is then ERM
+(Group DRO exactly; resampling up to drawing with replacement)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..stages.bias_amplifier import bias_amplifier_groups
+import torch
+
+from ..stages.bias_amplifier import bias_amplifier_groups, no_bias_found
 from ..trainers import GroupDRO, TrainerInputs
 from .base import DDBRecipe
 
@@ -18,5 +23,7 @@ class DDB1(DDBRecipe):
     def inputs(self, engine, hp):
         inferred = bias_amplifier_groups(engine, hp)
         y = engine.data.split("train").y
-        return TrainerInputs(groups=inferred["train"].groups(y), num_groups=inferred["train"].num_groups,
-                             eval_groups={"val": inferred["val"].groups(engine.data.split("val").y)})  # fmt: skip
+        eval_groups = {"val": inferred["val"].groups(engine.data.split("val").y)}
+        if no_bias_found(engine, hp):
+            return TrainerInputs(groups=torch.zeros_like(y), num_groups=1, eval_groups=eval_groups)
+        return TrainerInputs(groups=inferred["train"].groups(y), num_groups=inferred["train"].num_groups, eval_groups=eval_groups)

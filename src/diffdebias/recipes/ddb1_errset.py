@@ -1,12 +1,13 @@
 """DDB Recipe I, error-set variant: the Bias Amplifier's error set on the real training data is
 weighted lambda_up times (JTT-style: upsampled, `ddb1_errset`, or loss-weighted,
-`ddb1_errset_weighted`) and a fresh model is trained."""
+`ddb1_errset_weighted`) and a fresh model is trained. With `safeguard`, when the bias evidence
+says the BA found no bias, the error set is empty: the trainer is then ERM."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..stages.bias_amplifier import bias_amplifier_groups
+from ..stages.bias_amplifier import bias_amplifier_groups, no_bias_found
 from ..trainers import Upsample
 from .base import DDBRecipe
 from .jtt import error_set_inputs
@@ -20,5 +21,6 @@ class DDB1ErrSet(DDBRecipe):
     def inputs(self, engine, hp):
         inferred = bias_amplifier_groups(engine, hp)
         n = len(engine.data.split("train"))
-        return error_set_inputs(self.trainer, n, inferred["train"].error_set, hp["lambda_up"],
+        error_set = inferred["train"].error_set[:0] if no_bias_found(engine, hp) else inferred["train"].error_set
+        return error_set_inputs(self.trainer, n, error_set, hp["lambda_up"],
                                 eval_groups={"val": inferred["val"].groups(engine.data.split("val").y)})  # fmt: skip

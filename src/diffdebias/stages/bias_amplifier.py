@@ -116,6 +116,17 @@ def ba_sources(hp: dict[str, Any]) -> list[str]:
     return [hp["ba_source"]] + ([s for s in BA_SOURCES if s != hp["ba_source"]] if hp["ba_compare"] else [])
 
 
+def no_bias_found(engine: Engine, hp: dict[str, Any]) -> bool:
+    """With `safeguard`, whether the bias evidence of this run's BA says it found no bias (then a
+    recipe trains as ERM); a ConfigError when there is no evidence to judge by."""
+    if not hp["safeguard"]:
+        return False
+    evidence = engine.notes.bias_evidence
+    if evidence is None:
+        raise ConfigError("safeguard=true needs the bias evidence: ba_source=synthetic with ba_compare=true")
+    return not evidence.found
+
+
 def bias_amplifier_groups(engine: Engine, hp: dict[str, Any]) -> dict[str, GroupInference]:
     """Bias scores and pseudo-groups of the real training and validation samples from the BA of
     `hp['ba_source']`. The validation pseudo-groups let model selection use `val_pseudo_unbiased`
@@ -142,5 +153,5 @@ def bias_amplifier_groups(engine: Engine, hp: dict[str, Any]) -> dict[str, Group
     val_logits = engine.logits(models[hp["ba_source"]], val, hp["eval_batch_size"], hp["num_workers"])
     if hp["ba_source"] == "synthetic" and "real" in models:  # the real-data BA is the probe (no bias labels)
         probe_logits = engine.logits(models["real"], val, hp["eval_batch_size"], hp["num_workers"])
-        engine.notes.bias_evidence = bias_evidence(val_logits, probe_logits, val.y)
+        engine.notes.bias_evidence = bias_evidence(val_logits, probe_logits, val.y, hp["bias_evidence_min"])
     return {"train": chosen, "val": infer_groups(val_logits, val.y, hp["ba_threshold"], hp["ba_grouping"])}
