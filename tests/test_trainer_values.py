@@ -101,3 +101,23 @@ def test_group_balanced_resampling_draws_every_group_equally_often():
     assert trainer.weights.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
     drawn = torch.cat([trainer.epoch_indices(torch.Generator().manual_seed(s)) for s in range(500)])
     assert float((drawn == 3).float().mean()) == pytest.approx(0.5, abs=0.03)  # group 1 (one sample) half of the draws
+
+
+def test_lisa_partners_keep_the_class_or_the_bias_and_mix_the_losses():
+    from diffdebias.trainers import LISA
+
+    y, b = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 1, 0])
+    images = np.zeros((6, 3, 4, 4), dtype=np.uint8)
+    hp = resolve_hparams("lisa_oracle", "folder_csv")
+    inputs = TrainerInputs(groups=torch.as_tensor(y * 2 + b), bias=torch.as_tensor(b))
+    trainer = LISA(TrainerContext(make_dataset((images, y), (images, y)), hp, torch.device("cpu"), inputs))
+    torch.manual_seed(0)
+    idx = torch.arange(6).repeat(50)
+    partner, intra = trainer.partners(idx)
+    same_y, same_b = y[partner] == y[idx], b[partner] == b[idx]
+    assert (same_y & ~same_b)[intra.numpy()].all() and (~same_y & same_b)[~intra.numpy()].all()
+    assert 0.35 < float(intra.float().mean()) < 0.65  # lisa_p_intra_label = 0.5
+    trainer.model = _FixedLogits(torch.tensor([[2.0, 0.0]] * 6))
+    loss, stats = trainer.loss(torch.zeros(6, 3, 4, 4), torch.as_tensor(y), torch.arange(6))
+    ce0, ce1 = math.log(1 + math.exp(-2)), math.log(1 + math.exp(2))  # logits favour class 0
+    assert ce0 - 1e-6 < float(loss.detach()) < ce1 + 1e-6 and stats["mixed"] == 1.0  # every sample here has a partner

@@ -110,6 +110,9 @@ DIFFUBIAS_DEFAULTS: dict[str, Any] = {
     "audit": True,  # measure the generated images with the diffusion audit's judges (bias labels: evaluation only)
 }
 
+# LISA (trainers/lisa.py): mixup ratio ~ Beta(alpha, alpha), probability of a same-class partner
+LISA_DEFAULTS: dict[str, Any] = {"lisa_alpha": 2.0, "lisa_p_intra_label": 0.5}
+
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "erm": {},
     "gce": {"q": 0.7},
@@ -118,8 +121,10 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "jtt_weighted": {"jtt_epochs": 1, "lambda_up": 50},
     "groupdro": {"groups": "oracle", "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
     "resample_oracle": {"groups": "oracle"},
+    "lisa_oracle": {"groups": "oracle", **LISA_DEFAULTS},
     "ddb1": {**DDB_DEFAULTS, "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
     "ddb1_resample": dict(DDB_DEFAULTS),
+    "ddb1_lisa": {**DDB_DEFAULTS, **LISA_DEFAULTS},
     "ddb1_errset": {**DDB_DEFAULTS, "lambda_up": 50},
     "ddb1_errset_weighted": {**DDB_DEFAULTS, "lambda_up": 50},
     "ddb2": {**DDB_DEFAULTS, "ema": 0.7},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..trainers import ERM, GCE, GroupBalanced, LfF, Reweight
+from ..trainers import ERM, GCE, LISA, GroupBalanced, LfF, Reweight
 from .base import Recipe
 from .ddb1 import DDB1
 from .ddb1_errset import DDB1ErrSet
@@ -20,8 +20,10 @@ METHODS: dict[str, Recipe] = {
     "jtt_weighted": JTT("jtt_weighted", Reweight),
     "groupdro": LabelGroups(),
     "resample_oracle": LabelGroups("resample_oracle", GroupBalanced),
+    "lisa_oracle": LabelGroups("lisa_oracle", LISA),
     "ddb1": DDB1(),
     "ddb1_resample": DDB1("ddb1_resample", GroupBalanced),
+    "ddb1_lisa": DDB1("ddb1_lisa", LISA),
     "ddb1_errset": DDB1ErrSet(),
     "ddb1_errset_weighted": DDB1ErrSet("ddb1_errset_weighted", Reweight),
     "ddb2": DDB2(),

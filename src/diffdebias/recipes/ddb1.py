@@ -1,5 +1,6 @@
 """DDB Recipe I: the Bias Amplifier's pseudo-groups (class x its predicted class, `ba_grouping`)
-feed a robust trainer (Group DRO, `ddb1`; group-balanced resampling, `ddb1_resample`); its
+feed a robust trainer (Group DRO, `ddb1`; group-balanced resampling, `ddb1_resample`; LISA's
+selective mixup with the BA's predicted class as the pseudo-bias value, `ddb1_lisa`); its
 validation pseudo-groups drive model selection (no bias labels). With `safeguard`, when the bias
 evidence says the BA found no bias, every sample is put in one group: the trainer is then ERM
 (Group DRO exactly; resampling up to drawing with replacement)."""
@@ -25,5 +26,6 @@ class DDB1(DDBRecipe):
         y = engine.data.split("train").y
         eval_groups = {"val": inferred["val"].groups(engine.data.split("val").y)}
         if no_bias_found(engine, hp):
-            return TrainerInputs(groups=torch.zeros_like(y), num_groups=1, eval_groups=eval_groups)
-        return TrainerInputs(groups=inferred["train"].groups(y), num_groups=inferred["train"].num_groups, eval_groups=eval_groups)
+            return TrainerInputs(groups=torch.zeros_like(y), num_groups=1, bias=torch.zeros_like(y), eval_groups=eval_groups)
+        return TrainerInputs(groups=inferred["train"].groups(y), num_groups=inferred["train"].num_groups, bias=inferred["train"].preds,
+                             eval_groups=eval_groups)  # fmt: skip

@@ -26,7 +26,7 @@ class LabelGroups(Recipe):
         if hp["groups"] == "oracle":
             if not train.has_bias_labels or not data.num_bias:
                 raise ConfigError("groups=oracle needs bias labels on every training sample; this dataset has none (use groups=class)")
-            return TrainerInputs(groups=train.y * data.num_bias + train.b)
+            return TrainerInputs(groups=train.y * data.num_bias + train.b, bias=train.b.clone())
         if hp["groups"] == "class":
             return TrainerInputs(groups=train.y.clone())
         raise ConfigError(f"hyperparameter 'groups': {hp['groups']!r} is not one of {', '.join(GROUP_SOURCES)}; DDB Recipe I (ddb1) infers groups")

@@ -6,7 +6,8 @@ from .gce import GCE
 from .group_balanced import GroupBalanced
 from .groupdro import GroupDRO
 from .lff import LfF
+from .lisa import LISA
 from .reweight import Reweight
 from .upsample import Upsample
 
-__all__ = ["ERM", "GCE", "GroupBalanced", "GroupDRO", "LfF", "Reweight", "Trainer", "TrainerContext", "TrainerInputs", "Upsample"]
+__all__ = ["ERM", "GCE", "GroupBalanced", "GroupDRO", "LISA", "LfF", "Reweight", "Trainer", "TrainerContext", "TrainerInputs", "Upsample"]

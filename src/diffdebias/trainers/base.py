@@ -27,6 +27,7 @@ class TrainerInputs:
 
     groups: torch.Tensor | None = None  # group id of every training sample (Group DRO)
     num_groups: int | None = None  # groups that may occur (default: max id + 1)
+    bias: torch.Tensor | None = None  # a (pseudo-)bias value per training sample (LISA's partners)
     indices: torch.Tensor | None = None  # one epoch's training indices, with repeats (upsampling)
     loss_weights: torch.Tensor | None = None  # a fixed loss weight per training sample (reweighting)
     bias_losses: torch.Tensor | None = None  # per-sample loss of a frozen biased model (LfF without its biased model)
