@@ -103,8 +103,10 @@ def _train(recipe: Recipe, config: dict[str, Any], data: BiasedDataset, data_tim
     method, dataset, seed = config["method"], config["dataset"], config["seed"]
     device = resolve_device(hp["device"])
     engine = Engine(data, run_dir, seed, device, quiet=quiet, resume=resume)
-    main = engine.train_stage("main", recipe.trainer, hp, inputs=recipe.inputs(engine, hp))
-    policy = get_policy(hp["selection"])
+    inputs = recipe.inputs(engine, hp)
+    stage_hp = {**hp, **inputs.hparams}  # e.g. the safeguard's fallback to ERM's settings
+    main = engine.train_stage("main", recipe.trainer, stage_hp, inputs=inputs)
+    policy = get_policy(stage_hp["selection"])
     uses_train_b = recipe.uses_bias_labels(hp)
     result = RunResult(
         method=method, dataset=dataset, ratio=config["ratio"], seed=seed, selection=policy.name,

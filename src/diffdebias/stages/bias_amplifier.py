@@ -24,7 +24,7 @@ from ..data.base import BiasedDataset
 from ..diffusion.train import data_identity
 from ..engine.loop import Engine
 from ..errors import ConfigError
-from ..hparams import COMMON, PERFORMANCE_KEYS
+from ..hparams import COMMON, PERFORMANCE_KEYS, resolve_hparams
 from ..inference.bias_evidence import bias_evidence
 from ..inference.bias_amplifier import GroupInference, diagnostics, infer_groups
 from ..io import build_lock
@@ -114,6 +114,13 @@ def choose_ba_augment(engine: Engine, hp: dict[str, Any], ba_data: BiasedDataset
 def ba_sources(hp: dict[str, Any]) -> list[str]:
     """The BAs a DDB run trains: its `ba_source`'s, then, with `ba_compare`, the other one (diagnostics only)."""
     return [hp["ba_source"]] + ([s for s in BA_SOURCES if s != hp["ba_source"]] if hp["ba_compare"] else [])
+
+
+def erm_settings(engine: Engine) -> dict[str, Any]:
+    """What a safeguarded recipe falls back to besides its inputs: ERM's weight decay on this dataset
+    and ERM's selection (the BA's pseudo-groups that would select are noise when no bias was found)."""
+    erm = resolve_hparams("erm", engine.data.name)
+    return {"weight_decay": erm["weight_decay"], "selection": erm["selection"]}
 
 
 def no_bias_found(engine: Engine, hp: dict[str, Any]) -> bool:

@@ -33,6 +33,7 @@ class TrainerInputs:
     bias_losses: torch.Tensor | None = None  # per-sample loss of a frozen biased model (LfF without its biased model)
     train_split: Split | None = None  # another training split (e.g. real + synthetic images)
     eval_groups: dict[str, torch.Tensor] = field(default_factory=dict)  # inferred groups of eval splits, for selection
+    hparams: dict[str, Any] = field(default_factory=dict)  # the recipe's changes to the stage's hyperparameters (a fallback's)
 
 
 @dataclass
