@@ -100,7 +100,7 @@ def test_the_check_catches_a_method_that_reads_bias_labels(roots, tmp_path, one_
 
 @pytest.mark.parametrize("method", ["ddb1", "ddb1_errset"])
 def test_safeguard_falls_back_to_erm_when_the_evidence_finds_no_bias(method, roots, tmp_path, monkeypatch, one_thread):  # noqa: F811
-    """Threshold 101% (never met): one group / an empty error set with ERM's settings, i.e. ERM, recorded; 0%: the recipe as it is."""
+    """Minimum lift 1e9 (never met): one group / an empty error set with ERM's settings, i.e. ERM, recorded; 0%: the recipe as it is."""
     from diffdebias.engine.loop import Engine
 
     true, _ = roots
@@ -109,25 +109,25 @@ def test_safeguard_falls_back_to_erm_when_the_evidence_finds_no_bias(method, roo
 
     def spy(self, stage, cls, hp, **kw):
         if stage == "main":
-            seen[hp["bias_evidence_min"]] = kw["inputs"]
+            seen[hp["bias_evidence_min_lift"]] = kw["inputs"]
         return real(self, stage, cls, hp, **kw)
 
     monkeypatch.setattr(Engine, "train_stage", spy)
     notes = {}
-    for threshold in (101.0, 0.0):
+    for threshold in (1e9, 0.0):
         r = run_method(method, "folder_csv", root=str(true), out=tmp_path / f"t{threshold:g}", data_options={"image_size": 8}, quiet=True,
-                       overrides={**_overrides(method), "safeguard": True, "bias_evidence_min": threshold})  # fmt: skip
+                       overrides={**_overrides(method), "safeguard": True, "bias_evidence_min_lift": threshold})  # fmt: skip
         notes[threshold] = (r.notes.bias_evidence, r.selection)
-    (no, erm_selection), (yes, own_selection) = notes[101.0], notes[0.0]
+    (no, erm_selection), (yes, own_selection) = notes[1e9], notes[0.0]
     assert no.found is False and yes.found is True and yes.agreement == no.agreement
     # the fallback also takes ERM's weight decay and selection (the BA's pseudo-groups are noise then)
-    assert seen[101.0].hparams == {"weight_decay": 0.0, "selection": "last"} and seen[0.0].hparams == {}
+    assert seen[1e9].hparams == {"weight_decay": 0.0, "selection": "last"} and seen[0.0].hparams == {}
     assert (erm_selection, own_selection) == ("last", "val_pseudo_unbiased")
     n = 64
     if method == "ddb1":
-        assert seen[101.0].num_groups == 1 and int(seen[101.0].groups.max()) == 0 and seen[0.0].num_groups > 1
+        assert seen[1e9].num_groups == 1 and int(seen[1e9].groups.max()) == 0 and seen[0.0].num_groups > 1
     else:
-        assert len(seen[101.0].indices) == n and len(seen[0.0].indices) >= n
+        assert len(seen[1e9].indices) == n and len(seen[0.0].indices) >= n
     with pytest.raises(Exception, match="Recipe II has no ERM fallback"):
         run_method("ddb2", "folder_csv", root=str(true), out=tmp_path / "d2", data_options={"image_size": 8}, quiet=True,
                    overrides={**_overrides("ddb2"), "safeguard": True})  # fmt: skip

@@ -116,3 +116,18 @@ def test_defaults_chosen_with_bias_labels_are_recorded_unless_overridden():
     assert defaults_chosen_with_bias_labels("ddb2", "colored_fmnist", {}) == []
     assert bias_label_use(False, False, ["weight_decay"]) == "default weight_decay chosen with val labels"
     assert bias_label_use(False, False) == "none"
+
+
+def test_bias_evidence_agreement_chance_and_lift_by_hand():
+    import torch
+
+    from diffdebias.inference.bias_evidence import bias_evidence
+
+    y = torch.tensor([0, 0, 1, 1])
+    ba = torch.nn.functional.one_hot(torch.tensor([1, 0, 0, 1]), 2).float() * 5  # wrong on samples 0 and 2
+    probe = torch.nn.functional.one_hot(torch.tensor([1, 0, 1, 1]), 2).float()  # repeats the BA's mistake on sample 0 only
+    ev = bias_evidence(ba, probe, y, min_lift=5.0)
+    # agreement 1/2; chance = mean(P_probe(1 | 0), P_probe(0 | 1)) = mean(1/2, 0) = 1/4; lift 2
+    assert (ev.ba_val_error, ev.probe_val_error, ev.agreement, ev.chance_agreement, ev.lift) == (50.0, 25.0, 50.0, 25.0, 2.0)
+    assert ev.found is False and bias_evidence(ba, probe, y, min_lift=2.0).found is True
+    assert ev.confident_errors == 100.0  # softmax of (5, 0): p_max 0.993

@@ -75,9 +75,9 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
     "ba_compare": True,  # also train the BA on the other source (diagnostics; the real-data BA is the bias-evidence probe)
     # no-harm safeguard (inference/bias_evidence.py): when the BA's mistakes are not repeated by the
-    # real-data probe (agreement < bias_evidence_min %), no bias was found and Recipe I trains as ERM
+    # real-data probe no more than bias_evidence_min_lift x chance, no bias was found and Recipe I trains as ERM
     "safeguard": False,
-    "bias_evidence_min": 50.0,
+    "bias_evidence_min_lift": 5.0,
     # early stopping on the BA's validation pseudo-groups: no bias labels (engine/selection.py)
     "selection": "val_pseudo_unbiased",
 }

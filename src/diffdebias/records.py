@@ -58,8 +58,9 @@ class BiasEvidence:
     agreement: float  # % of the BA's errors where the probe predicts the same wrong class
     chance_agreement: float  # the same if the two erred independently (from their confusion rates)
     confident_errors: float  # % of the BA's errors made with p_max >= 0.9
-    found: bool  # agreement >= the threshold
-    threshold: float
+    lift: float  # agreement / chance_agreement
+    found: bool  # lift >= min_lift
+    min_lift: float
 
 
 @dataclass

@@ -160,5 +160,5 @@ def bias_amplifier_groups(engine: Engine, hp: dict[str, Any]) -> dict[str, Group
     val_logits = engine.logits(models[hp["ba_source"]], val, hp["eval_batch_size"], hp["num_workers"])
     if hp["ba_source"] == "synthetic" and "real" in models:  # the real-data BA is the probe (no bias labels)
         probe_logits = engine.logits(models["real"], val, hp["eval_batch_size"], hp["num_workers"])
-        engine.notes.bias_evidence = bias_evidence(val_logits, probe_logits, val.y, hp["bias_evidence_min"])
+        engine.notes.bias_evidence = bias_evidence(val_logits, probe_logits, val.y, hp["bias_evidence_min_lift"])
     return {"train": chosen, "val": infer_groups(val_logits, val.y, hp["ba_threshold"], hp["ba_grouping"])}
