@@ -16,7 +16,8 @@ from diffusers import DDPMScheduler
 import diffdebias
 from diffdebias.data import load_dataset
 from diffdebias.diffusion import train as train_mod
-from diffdebias.diffusion.export import export_generator, imported_run, load_exported, sha256_file
+from diffdebias.diffusion.export import export_generator, imported_run, load_exported
+from diffdebias.io import sha256_file
 from diffdebias.diffusion.schedulers import training_scheduler
 from diffdebias.diffusion.synthetic import generate_synthetic
 from diffdebias.diffusion.train import DiffusionConfig, data_identity, load_unet, train_diffusion

@@ -10,7 +10,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import RunBusy, RunError
 
@@ -102,7 +102,15 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
 
 def file_digest(*paths: str | os.PathLike) -> str:
     """blake2b digest of the bytes of `paths` (in order), to verify cached files before use."""
-    h = hashlib.blake2b(digest_size=16)
+    return _hash_files(hashlib.blake2b(digest_size=16), paths)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (the checksum a shared file's card records)."""
+    return _hash_files(hashlib.sha256(), (path,))
+
+
+def _hash_files(h: Any, paths: Iterable[str | os.PathLike]) -> str:
     for p in paths:
         with open(p, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

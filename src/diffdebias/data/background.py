@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from .base import BiasedDataset
 from .colored import FMNIST_CLASSES, FMNIST_FILES, RATIOS, SPEC
 from .idx import load_mnist_like
-from .injected import build_injected
+from .injected import build_injected, protocol_settings
 from .registry import register_dataset
 
 RENDER_VERSION = 1  # bump when a texture's output changes: cached builds are then rebuilt
@@ -168,12 +168,8 @@ def background_fmnist(root: Path, ratio: float, **opts) -> BiasedDataset:
         },
         num_bias=len(TEXTURES),
         ratio=ratio,
-        seed=int(opts["seed"]),
-        val_mode=opts["val_mode"],
-        val_fraction=float(opts["val_fraction"]),
         spec=SPEC,
         class_names=FMNIST_CLASSES,
         bias_names=TEXTURE_NAMES,
-        cache=bool(opts["cache"]),
-        bias_mode=opts["bias_mode"],
+        **protocol_settings(opts),
     )

@@ -8,7 +8,7 @@ import numpy as np
 
 from .base import BiasedDataset, ImageSpec
 from .idx import load_mnist_like
-from .injected import build_injected
+from .injected import build_injected, protocol_settings
 from .registry import register_dataset
 
 # Ten colours of distinct chromaticity (the foreground intensity scales them, so no two are
@@ -52,14 +52,10 @@ def _build_colored(name: str, root: Path, ratio: float, class_names: list[str], 
         {"bias": "foreground colour", "color_std": std},
         num_bias=10,
         ratio=ratio,
-        seed=int(opts["seed"]),
-        val_mode=opts["val_mode"],
-        val_fraction=float(opts["val_fraction"]),
         spec=SPEC,
         class_names=class_names,
         bias_names=COLOR_NAMES,
-        cache=bool(opts["cache"]),
-        bias_mode=opts["bias_mode"],
+        **protocol_settings(opts),
     )
     ds.info["bias_invariant_view"] = "channel_max"  # the tint is removed by the max over RGB
     return ds

@@ -20,7 +20,7 @@ from .base import BiasedDataset, ImageSpec
 from .colored import FMNIST_CLASSES, FMNIST_FILES, RATIOS
 from .corruptions import CORRUPTION_ORDER, corrupt_by_label
 from .idx import load_mnist_like
-from .injected import build_injected
+from .injected import build_injected, protocol_settings
 from .registry import register_dataset
 
 RENDER_VERSION = 1  # bump when a corruption's output changes: cached builds are then rebuilt
@@ -53,14 +53,10 @@ def _build_corrupted(name: str, source, spec: ImageSpec, class_names: list[str],
         {"bias": "corruption", "severity": severity, "corruptions": list(CORRUPTION_ORDER), "render_version": RENDER_VERSION},
         num_bias=len(CORRUPTION_ORDER),
         ratio=ratio,
-        seed=int(opts["seed"]),
-        val_mode=opts["val_mode"],
-        val_fraction=float(opts["val_fraction"]),
         spec=spec,
         class_names=class_names,
         bias_names=list(CORRUPTION_ORDER),
-        cache=bool(opts["cache"]),
-        bias_mode=opts["bias_mode"],
+        **protocol_settings(opts),
     )
 
 

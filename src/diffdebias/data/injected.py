@@ -63,6 +63,13 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def protocol_settings(opts: dict) -> dict:
+    """The protocol options every injected dataset takes (seed, val_mode, val_fraction, cache,
+    bias_mode), read from a dataset's options as `build_injected`'s keyword arguments."""
+    return {"seed": int(opts["seed"]), "val_mode": opts["val_mode"], "val_fraction": float(opts["val_fraction"]), "cache": bool(opts["cache"]),
+            "bias_mode": opts["bias_mode"]}  # fmt: skip
+
+
 def build_injected(
     name: str,
     source: dict[str, tuple[np.ndarray, np.ndarray]],

@@ -13,7 +13,6 @@ the cache (keyed by the weights' sha256), so that sampling (synthetic.py) uses i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from diffusers import UNet2DModel
 from .._version import __version__
 from ..distributed import current
 from ..errors import ConfigError, RunError
-from ..io import TMP_SUFFIX, build_lock, check_output_dir, write_failure, write_json_atomic, write_text_atomic
+from ..io import TMP_SUFFIX, build_lock, check_output_dir, sha256_file, write_failure, write_json_atomic, write_text_atomic
 from ..paths import cache_home
 from .schedulers import training_scheduler
 from .train import DONE, DiffusionConfig, is_trained, mark_finished
@@ -179,14 +178,6 @@ def model_card(info: dict[str, Any]) -> str:
         "",
     ]
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n".join(body)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _training_lines(info: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from torch.utils.data import WeightedRandomSampler
 from ..data.base import Split, bias_conflicting
 from ..errors import ConfigError
 from ..records import BADiagnostics
+from ..trainers.group_balanced import balanced_weights
 from ..trainers.losses import per_sample_ce
 
 GROUPINGS = ("pred", "binary")
@@ -58,8 +59,7 @@ class GroupInference:
         equally often, Recipe I's balanced sampling); `upweight` = `lambda_up` for the error set and
         1 elsewhere (the error-set variant as weights). Normalised to mean 1."""
         if scheme == "group":
-            g = self.groups(y)
-            w = 1.0 / torch.bincount(g, minlength=self.num_groups).float()[g]
+            w = balanced_weights(self.groups(y))
         elif scheme == "upweight":
             w = torch.where(self.conflicting, float(lambda_up), 1.0)
         else:

@@ -9,7 +9,7 @@ arrives ready-made in :class:`TrainerInputs` (SpuCo's split of group inference f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -78,8 +78,13 @@ class Trainer:
     (`ctx.dist.gather` / `ctx.dist.sum`) so that every process keeps the same state."""
 
     name = "erm"
+    # the TrainerInputs fields a trainer cannot do without, each with what it is and who gives it
+    needs: ClassVar[dict[str, str]] = {}
 
     def __init__(self, ctx: TrainerContext):
+        missing = [what for field_name, what in self.needs.items() if getattr(ctx.inputs, field_name) is None]
+        if missing:
+            raise ConfigError(f"the {self.name} trainer needs {missing[0]}")
         self.ctx = ctx
         self.model = ctx.new_model()
         self.optimizer = ctx.new_optimizer(self.model.parameters())

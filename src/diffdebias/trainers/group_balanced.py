@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
 from .base import Trainer, TrainerContext
 
 
 class GroupBalanced(Trainer):
     name = "group_balanced"
+    needs = {"groups": "a group id per training sample from a recipe (resample_oracle, ddb1_resample)"}
 
     def __init__(self, ctx: TrainerContext):
-        if ctx.inputs.groups is None:
-            raise ConfigError("group-balanced resampling needs a group id per training sample from a recipe (resample_oracle, ddb1_resample)")
         super().__init__(ctx)
-        groups = ctx.inputs.groups.long().cpu()
-        counts = torch.bincount(groups).float()
-        self.weights = (1.0 / counts)[groups]
+        self.weights = balanced_weights(ctx.inputs.groups.long().cpu())
 
     def epoch_indices(self, gen):
-        return torch.multinomial(self.weights, len(self.weights), replacement=True, generator=gen)
+        return balanced_epoch(self.weights, gen)
+
+
+def balanced_weights(groups: torch.Tensor) -> torch.Tensor:
+    """Each sample's sampling weight 1 / |its group|: every group is drawn equally often."""
+    return (1.0 / torch.bincount(groups).float())[groups]
+
+
+def balanced_epoch(weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One epoch of as many indices as samples, drawn with replacement by `weights`."""
+    return torch.multinomial(weights, len(weights), replacement=True, generator=gen)

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
 from .base import Trainer, TrainerContext
+from .group_balanced import balanced_epoch, balanced_weights
 from .losses import per_sample_ce
 
 
 class GroupDRO(Trainer):
     name = "groupdro"
+    needs = {"groups": "a group id per training sample from a recipe (groupdro with groups=oracle|class, ddb1)"}
 
     def __init__(self, ctx: TrainerContext):
-        if ctx.inputs.groups is None:
-            raise ConfigError("Group DRO needs a group id per training sample from a recipe (groupdro with groups=oracle|class, ddb1)")
         super().__init__(ctx)
         self.groups = ctx.inputs.groups.long().cpu()
         self.num_groups = ctx.inputs.num_groups or int(self.groups.max()) + 1
@@ -29,8 +28,7 @@ class GroupDRO(Trainer):
     def epoch_indices(self, gen):
         if not self.ctx.hp["balanced_sampling"]:
             return super().epoch_indices(gen)
-        weights = (1.0 / self.counts.clamp_min(1))[self.groups]
-        return torch.multinomial(weights, len(self.groups), replacement=True, generator=gen)
+        return balanced_epoch(balanced_weights(self.groups), gen)
 
     def loss(self, x, y, idx):
         losses = per_sample_ce(self.model(x), y)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
 from .base import TrainerContext
 from .group_balanced import GroupBalanced
 from .losses import per_sample_ce
@@ -18,10 +17,9 @@ from .losses import per_sample_ce
 
 class LISA(GroupBalanced):
     name = "lisa"
+    needs = {**GroupBalanced.needs, "bias": "a (pseudo-)bias value per training sample from a recipe (lisa_oracle, ddb1_lisa)"}
 
     def __init__(self, ctx: TrainerContext):
-        if ctx.inputs.bias is None:
-            raise ConfigError("LISA needs a (pseudo-)bias value per training sample from a recipe (lisa_oracle, ddb1_lisa)")
         super().__init__(ctx)
         y, b = ctx.train.y.long().cpu(), ctx.inputs.bias.long().cpu()
         cells = sorted({(int(c), int(v)) for c, v in zip(y.tolist(), b.tolist())})

@@ -3,17 +3,15 @@ sample, over ordinary epochs (JTT in SubpopBench's form: the error set's loss x 
 
 from __future__ import annotations
 
-from ..errors import ConfigError
 from .base import Trainer, TrainerContext
 from .losses import per_sample_ce
 
 
 class Reweight(Trainer):
     name = "reweight"
+    needs = {"loss_weights": "a loss weight per training sample from a recipe (jtt_weighted, ddb1_errset_weighted)"}
 
     def __init__(self, ctx: TrainerContext):
-        if ctx.inputs.loss_weights is None:
-            raise ConfigError("the reweighting trainer needs a loss weight per training sample from a recipe (jtt_weighted)")
         super().__init__(ctx)
         self.loss_weights = ctx.inputs.loss_weights.float().cpu()
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
 from .base import Trainer, TrainerContext
 
 
 class Upsample(Trainer):
     name = "upsample"
+    needs = {"indices": "the upsampled training indices from a recipe (jtt, ddb1_errset)"}
 
     def __init__(self, ctx: TrainerContext):
-        if ctx.inputs.indices is None:
-            raise ConfigError("the upsampling trainer needs the upsampled training indices from a recipe (jtt, ddb1_errset)")
         super().__init__(ctx)
         self.indices = ctx.inputs.indices.long().cpu()
 
