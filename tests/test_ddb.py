@@ -82,6 +82,9 @@ def test_ba_model_sets_the_bias_amplifiers_architecture_only(tmp_path, monkeypat
     monkeypatch.setattr(loop_mod.Engine, "train_stage", spy)
     run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_model": "cnn", "ba_compare": False}, quiet=True)
     assert models == {"ba_synthetic/ba_zoom1_rot0": "SmallCNN", "r/main": "MLP"}
+    models.clear()  # the probe (real-data BA) may take its own architecture: a cheap MLP next to a CNN BA
+    run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "p", overrides={**TINY, "ba_model": "cnn", "probe_model": "mlp"}, quiet=True)
+    assert models == {"ba_synthetic/ba_zoom1_rot0": "SmallCNN", "ba_real/ba_zoom1_rot0": "MLP", "p/main": "MLP"}
 
 
 def test_recipes_and_seeds_share_one_generator(tmp_path, monkeypatch):

@@ -74,6 +74,7 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_grouping": "pred",
     "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
     "ba_compare": True,  # also train the BA on the other source (diagnostics; the real-data BA is the bias-evidence probe)
+    "probe_model": "",  # the real-data BA's architecture when the BA trains on synthetic images; empty = ba_model's
     # no-harm safeguard (inference/bias_evidence.py): when the BA's mistakes are not repeated by the
     # real-data probe no more than bias_evidence_min_lift x chance, no bias was found and Recipe I trains as ERM
     "safeguard": False,
@@ -205,7 +206,7 @@ def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None 
             hp[key] = coerce(value, hp[key], key)
     if "gen" in hp:  # the changed fields only, each read as its DiffusionConfig type (unknown fields refused)
         hp["gen"] = generator_settings(gen)
-    for key in ("model", "ba_model"):  # checked now, not when the stage that builds it starts
+    for key in ("model", "ba_model", "probe_model"):  # checked now, not when the stage that builds it starts
         if hp.get(key) and hp[key] not in MODEL_NAMES:
             raise ConfigError(f"hyperparameter '{key}': unknown model {hp[key]!r}; valid: {', '.join(MODEL_NAMES)}")
     return hp

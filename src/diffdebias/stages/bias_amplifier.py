@@ -47,10 +47,12 @@ def ba_training_data(engine: Engine, hp: dict[str, Any], source: str) -> BiasedD
     return synthetic_set(engine, hp) if source == "synthetic" else engine.data
 
 
-def ba_settings(hp: dict[str, Any], augment: tuple[float, float]) -> dict[str, Any]:
-    """The hyperparameters of a BA training stage with geometric augmentation `augment`."""
+def ba_settings(hp: dict[str, Any], augment: tuple[float, float], source: str | None = None) -> dict[str, Any]:
+    """The hyperparameters of a BA training stage with geometric augmentation `augment`; the probe
+    (the real-data BA next to a synthetic-trained one) takes `probe_model` when it is set."""
     scale, rotate = augment
-    arch = hp["ba_model"] or hp["model"]
+    probe = source == "real" and hp["ba_source"] == "synthetic" and hp["probe_model"]
+    arch = (hp["probe_model"] if probe else hp["ba_model"]) or hp["model"]
     return {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "weight_decay": hp["ba_weight_decay"],
             "augment": False, "affine_scale": scale, "affine_rotate": rotate,
             "model": arch, "pretrained": hp["pretrained"] if arch == hp["model"] else ""}  # fmt: skip
@@ -70,7 +72,7 @@ def train_bias_amplifier(engine: Engine, hp: dict[str, Any], source: str, ba_dat
     rotation degrees); returns the frozen model."""
     if hp["ba_loss"] not in ("gce", "ce"):
         raise ConfigError(f"ba_loss must be 'gce' or 'ce', got {hp['ba_loss']!r}")
-    ba_hp = ba_settings(hp, augment)
+    ba_hp = ba_settings(hp, augment, source)
     folder = ba_cache_dir(ba_data, ba_hp, hp["ba_loss"], engine.seed, engine.device, source)
     ba_engine = Engine(ba_data, folder, engine.seed, engine.device, quiet=engine.quiet, resume=True)
     t0 = time.perf_counter()
