@@ -35,11 +35,13 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 def test_presets_cover_the_issue_grid():
     cpu = expand(get_preset("cpu"))
     methods = {s.method for s in cpu}
-    assert {"erm", "gce", "lff", "jtt", "groupdro", "ddb1", "ddb1_errset", "ddb2"} <= methods
+    assert {"erm", "gce", "lff", "jtt", "jtt_weighted", "groupdro", "resample_oracle", "ddb1", "ddb1_errset", "ddb2", "ddb"} <= methods
     cells = {(s.dataset, s.ratio, s.data_options.get("bias_mode")) for s in cpu}
-    for d in ("colored_fmnist", "corrupted_fmnist"):
+    for d in ("colored_fmnist", "corrupted_fmnist", "background_fmnist"):
         assert {(d, r, None) for r in (0.5, 1.0, 2.0, 5.0)} | {(d, None, "independent")} <= cells
-    assert {s.seed for s in cpu} == {0, 1, 2}
+    # the final grid's seeds are new data splits and generators: not the development runs' data seed 1
+    assert {s.seed for s in cpu} == {2, 3, 4} and all(s.data_options["seed"] == s.seed for s in cpu)
+    assert all(s.overrides["gen.seed"] == s.seed for s in cpu if s.method == "ddb")
     assert len({s.run_dir for s in cpu}) == len(cpu)
     for spec in expand(get_preset("paper")):  # every paper cell names a registered dataset and a valid ratio
         resolve_ratio(get_entry(spec.dataset), spec.ratio)
@@ -59,7 +61,7 @@ def test_an_optional_method_joins_the_grid_once_registered(monkeypatch):
         assert notes == ["diffubias: not registered, skipped"]
         monkeypatch.setitem(METHODS, "diffubias", METHODS["erm"])
         monkeypatch.setitem(hparams.METHOD_DEFAULTS, "diffubias", {})
-    assert sum(s.method == "diffubias" for s in expand(preset)) == 10 * 3
+    assert sum(s.method == "diffubias" for s in expand(preset)) == 15 * 3
 
 
 def test_no_bias_control_draws_the_attribute_independently_of_the_class():

@@ -23,7 +23,7 @@ def test_each_recipe_runs_from_the_cli(method, tmp_path):
     assert res.exit_code == 0, res.output
     r = json.loads((tmp_path / method / "results.json").read_text())
     # Recipe I's weight decay default was chosen for the Group DRO oracle with val bias labels: recorded
-    assert r["bias_labels_used"] == {"training": False, "selection": False, "defaults": ["weight_decay"] if method == "ddb1" else []}
+    assert r["bias_labels_used"] == {"training": False, "selection": False, "defaults": ["weight_decay (val bias labels)"] if method == "ddb1" else []}
     diag = r["notes"]["ba_diagnostics"]
     for source in ("synthetic", "real"):  # the ablation is measured in every run
         assert 0.0 <= diag[source]["auroc"] <= 1.0 and diag[source]["num_conflicting"] == 540

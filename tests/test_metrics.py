@@ -111,10 +111,11 @@ def test_defaults_chosen_with_bias_labels_are_recorded_unless_overridden():
     from diffdebias.collect import bias_label_use
     from diffdebias.hparams import defaults_chosen_with_bias_labels
 
-    assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {}) == ["weight_decay"]
+    assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {}) == ["weight_decay (val bias labels)"]
+    assert defaults_chosen_with_bias_labels("ddb", "background_fmnist", {}) == ["weight_decay (development runs, data seed 1)"]
     assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {"weight_decay": "0.01"}) == []  # the user's own choice
     assert defaults_chosen_with_bias_labels("ddb2", "colored_fmnist", {}) == []
-    assert bias_label_use(False, False, ["weight_decay"]) == "default weight_decay chosen with val labels"
+    assert bias_label_use(False, False, ["weight_decay (val bias labels)"]) == "defaults chosen with bias labels: weight_decay (val bias labels)"
     assert bias_label_use(False, False) == "none"
 
 

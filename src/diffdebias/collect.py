@@ -72,7 +72,7 @@ def dataset_label(r: RunResult) -> str:
 def bias_label_use(training: bool, selection: bool, defaults: list[str] | None = None) -> str:
     """Where true bias labels entered a run (evaluation aside), defaults chosen with them included."""
     used = (["training (oracle)"] if training else []) + (["val selection"] if selection else [])
-    used += [f"default {', '.join(defaults)} chosen with val labels"] if defaults else []
+    used += [f"defaults chosen with bias labels: {', '.join(defaults)}"] if defaults else []
     return " + ".join(used) or "none"
 
 

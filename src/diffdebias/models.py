@@ -72,6 +72,14 @@ def build_model(name: str, num_classes: int, spec: ImageSpec, pretrained: str = 
     return model
 
 
+def classifier_head(model: nn.Module) -> nn.Linear:
+    """The final linear layer of a model built by `build_model` (DFR retrains it)."""
+    head = model.net[-1] if isinstance(model, MLP) else getattr(model, "fc", None)
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(f"{type(model).__name__} has no final linear layer to retrain")
+    return head
+
+
 def _load_backbone(model: nn.Module, path: str, name: str) -> None:
     """Load a local ResNet state dict, skipping the classifier and a replaced stem."""
     own = model.state_dict()

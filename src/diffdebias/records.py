@@ -74,6 +74,16 @@ class BAAugmentNote:
 
 
 @dataclass
+class DFRNote:
+    """DFR's choice of the last layer's weight decay: each candidate's group-balanced accuracy on one
+    half of the validation split after retraining on the other half, and the one chosen."""
+
+    groups: str  # where the validation groups came from: "bias labels (oracle)" | "Bias Amplifier"
+    candidates: list[dict[str, float]]
+    chosen: float
+
+
+@dataclass
 class TrainingSetNote:
     real: int
     synthetic: int
@@ -90,6 +100,7 @@ class Notes:
     bias_evidence: BiasEvidence | None = None
     pseudo_conflicting: int | None = None
     jtt_error_set_size: int | None = None
+    dfr: DFRNote | None = None
     diffubias: dict[str, Any] | None = None  # the pipeline's stages: candidates, captions, generated (diffubias/stages.py)
     diffubias_bias_labels: str | None = None
     final_training_set: TrainingSetNote | None = None
@@ -107,6 +118,7 @@ class Notes:
             bias_evidence=_build(BiasEvidence, d.get("bias_evidence")),
             pseudo_conflicting=d.get("pseudo_conflicting"),
             jtt_error_set_size=d.get("jtt_error_set_size"),
+            dfr=_build(DFRNote, d.get("dfr")),
             diffubias=d.get("diffubias"),
             diffubias_bias_labels=d.get("diffubias_bias_labels"),
             final_training_set=_build(TrainingSetNote, d.get("final_training_set")),

@@ -8,6 +8,7 @@ from .base import Recipe
 from .ddb1 import DDB1
 from .ddb1_errset import DDB1ErrSet
 from .ddb2 import DDB2
+from .dfr import DFR
 from .diffubias import DiffuBias
 from .groupdro import LabelGroups
 from .jtt import JTT
@@ -21,9 +22,12 @@ METHODS: dict[str, Recipe] = {
     "groupdro": LabelGroups(),
     "resample_oracle": LabelGroups("resample_oracle", GroupBalanced),
     "lisa_oracle": LabelGroups("lisa_oracle", LISA),
+    "dfr_oracle": DFR(),
+    "ddb": DDB1("ddb", GroupBalanced),  # the recommended DDB recipe (README): ddb1_resample with its own defaults
     "ddb1": DDB1(),
     "ddb1_resample": DDB1("ddb1_resample", GroupBalanced),
     "ddb1_lisa": DDB1("ddb1_lisa", LISA),
+    "ddb1_dfr": DFR("ddb1_dfr", groups_from="bias_amplifier"),
     "ddb1_errset": DDB1ErrSet(),
     "ddb1_errset_weighted": DDB1ErrSet("ddb1_errset_weighted", Reweight),
     "ddb2": DDB2(),

@@ -1,6 +1,7 @@
 """DDB Recipe I: the Bias Amplifier's pseudo-groups (class x its predicted class, `ba_grouping`)
 feed a robust trainer (Group DRO, `ddb1`; group-balanced resampling, `ddb1_resample`; LISA's
-selective mixup with the BA's predicted class as the pseudo-bias value, `ddb1_lisa`); its
+selective mixup with the BA's predicted class as the pseudo-bias value, `ddb1_lisa`; `ddb`, the
+recommended recipe, is `ddb1_resample` with the safeguard on and its own defaults, hparams.py); its
 validation pseudo-groups drive model selection (no bias labels). With `safeguard`, when the bias
 evidence says the BA found no bias, every sample is put in one group and ERM's weight decay and
 selection are used: the trainer is then ERM (Group DRO exactly; resampling up to drawing with

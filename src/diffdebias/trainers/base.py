@@ -31,7 +31,8 @@ class TrainerInputs:
     indices: torch.Tensor | None = None  # one epoch's training indices, with repeats (upsampling)
     loss_weights: torch.Tensor | None = None  # a fixed loss weight per training sample (reweighting)
     bias_losses: torch.Tensor | None = None  # per-sample loss of a frozen biased model (LfF without its biased model)
-    train_split: Split | None = None  # another training split (e.g. real + synthetic images)
+    train_split: Split | None = None  # another training split (e.g. real + synthetic images, DFR's validation split)
+    init_weights: dict[str, torch.Tensor] | None = None  # a trained model's weights to start from (DFR's base model)
     eval_groups: dict[str, torch.Tensor] = field(default_factory=dict)  # inferred groups of eval splits, for selection
     hparams: dict[str, Any] = field(default_factory=dict)  # the recipe's changes to the stage's hyperparameters (a fallback's)
 
