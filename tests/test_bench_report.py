@@ -35,7 +35,7 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 def test_presets_cover_the_issue_grid():
     cpu = expand(get_preset("cpu"))
     methods = {s.method for s in cpu}
-    assert {"erm", "gce", "lff", "jtt", "jtt_weighted", "groupdro", "resample_oracle", "ddb1", "ddb1_errset", "ddb2", "ddb"} <= methods
+    assert {"erm", "gce", "lff", "jtt", "jtt_weighted", "groupdro", "resample_oracle", "dfr_oracle", "ddb1", "ddb1_errset", "ddb2", "ddb"} <= methods
     cells = {(s.dataset, s.ratio, s.data_options.get("bias_mode")) for s in cpu}
     for d in ("colored_fmnist", "corrupted_fmnist", "background_fmnist"):
         assert {(d, r, None) for r in (0.5, 1.0, 2.0, 5.0)} | {(d, None, "independent")} <= cells

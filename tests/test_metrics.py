@@ -112,9 +112,13 @@ def test_defaults_chosen_with_bias_labels_are_recorded_unless_overridden():
     from diffdebias.hparams import defaults_chosen_with_bias_labels
 
     assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {}) == ["weight_decay (val bias labels)"]
-    assert defaults_chosen_with_bias_labels("ddb", "background_fmnist", {}) == ["weight_decay (development runs, data seed 1)"]
+    assert defaults_chosen_with_bias_labels("ddb", "background_fmnist", {}) == ["weight_decay (development runs, data seed 1)", "ba_model (development runs, data seed 1)"]
     assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {"weight_decay": "0.01"}) == []  # the user's own choice
     assert defaults_chosen_with_bias_labels("ddb2", "colored_fmnist", {}) == []
+    from diffdebias.hparams import resolve_hparams  # the recommended recipe's defaults on the 28 px sets
+
+    hp = resolve_hparams("ddb", "corrupted_fmnist")
+    assert (hp["weight_decay"], hp["ba_model"], hp["probe_model"], hp["safeguard"], hp["model"]) == (1e-2, "cnn", "mlp", True, "mlp")
     assert bias_label_use(False, False, ["weight_decay (val bias labels)"]) == "defaults chosen with bias labels: weight_decay (val bias labels)"
     assert bias_label_use(False, False) == "none"
 

@@ -164,8 +164,10 @@ FMNIST_28PX = ("colored_fmnist", "colored_mnist", "corrupted_fmnist", "backgroun
 METHOD_DATASET_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     **{("groupdro", d): {**_GDRO_28PX, "selection": "val_unbiased"} for d in FMNIST_28PX},
     **{("ddb1", d): dict(_GDRO_28PX) for d in FMNIST_28PX},
-    # resampling with strong weight decay: 1e-2 over 1e-3 on development runs (data seed 1, BENCHMARKS.md)
-    **{("ddb", d): {"weight_decay": 1e-2} for d in FMNIST_28PX},
+    # development runs (data seed 1, BENCHMARKS.md): resampling with strong weight decay (1e-2 over 1e-3);
+    # a convolutional BA (the MLP's misses most corruptions: BA AUROC 0.88 against 0.74 on Corrupted at 1%),
+    # next to a cheap MLP probe for the bias evidence
+    **{("ddb", d): {"weight_decay": 1e-2, "ba_model": "cnn", "probe_model": "mlp"} for d in FMNIST_28PX},
 }
 
 
@@ -177,7 +179,7 @@ DEFAULTS_CHOSEN_WITH_BIAS_LABELS: dict[tuple[str, str], dict[str, str]] = {
     # chosen for the Group DRO oracle by validation unbiased accuracy, BENCHMARKS.md
     **{("ddb1", d): {"weight_decay": VAL_LABELS} for d in FMNIST_28PX},
     # the recommended recipe's weight decay (1e-2 against 1e-3): BENCHMARKS.md, development runs
-    **{("ddb", d): {"weight_decay": DEV_RUNS} for d in FMNIST_28PX},
+    **{("ddb", d): {"weight_decay": DEV_RUNS, "ba_model": DEV_RUNS} for d in FMNIST_28PX},
 }
 
 

@@ -86,7 +86,7 @@ def _methods(*names: str, optional: tuple[str, ...] = ()) -> tuple[MethodEntry, 
     return tuple(MethodEntry(n) for n in names) + tuple(MethodEntry(n, optional=True) for n in optional)
 
 
-CPU_METHODS = _methods("erm", "gce", "lff", "jtt", "jtt_weighted", "groupdro", "resample_oracle", "ddb1", "ddb1_errset", "ddb2", "ddb",
+CPU_METHODS = _methods("erm", "gce", "lff", "jtt", "jtt_weighted", "groupdro", "resample_oracle", "dfr_oracle", "ddb1", "ddb1_errset", "ddb2", "ddb",
                        optional=("diffubias",))  # fmt: skip
 CPU_DATASETS = ("colored_fmnist", "corrupted_fmnist", "background_fmnist")
 CPU_CELLS = tuple(Cell(d, r) for d in CPU_DATASETS for r in RATIOS) + tuple(Cell(d, None, CONTROL) for d in CPU_DATASETS)
@@ -121,7 +121,7 @@ PRESETS: dict[str, Preset] = {
             "are oracles), 3 seeds; each seed is also the data split's and the generator's seed.",
             (Grid(CPU_CELLS, CPU_METHODS, CPU_SEEDS, seed_scope="all"),),
             {},
-            "15 cells x 12 methods x 3 seeds = 540 runs and 45 generators (one per cell and seed); on 2 CPU cores, one "
+            "15 cells x 13 methods x 3 seeds = 585 runs and 45 generators (one per cell and seed); on 2 CPU cores, one "
             "thread per run and two runs side by side, several days of run time: run it in parts (bench --only) and "
             "archive each finished run (BENCHMARKS.md)",
         ),

@@ -1,0 +1,64 @@
+"""Run the `cpu` preset (the final grid) cell by cell, resumable across sessions and machines.
+
+Before anything runs, every run archived in `--archive` (results.json, config.json, config.yaml,
+COMPLETE) is copied back into `--out`, so `bench` skips it; after each cell, every finished run of
+that cell is archived. Cells go in ORDER (rho = 1% of each dataset first, then the no-bias controls,
+then the other ratios), each cell as one `diffdebias bench --preset cpu --only 'CELL/*'` call, so
+that its three generators (one per seed) train side by side before its runs.
+
+    OMP_NUM_THREADS=1 python benchmarks/cpu_grid.py --out runs/bench/cpu --archive benchmarks/results/cpu_grid --jobs 2
+
+Run it from a frozen checkout (a `git worktree` with PYTHONPATH=WORKTREE/src): a bench process must
+never import code that is being edited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from diffdebias.bench.presets import CPU_CELLS, RATIOS
+from diffdebias.run import is_complete
+
+RECORDS = ("results.json", "config.json", "config.yaml", "COMPLETE")
+ORDER = [c.tag for r in (1.0, None, *(r for r in RATIOS if r != 1.0)) for c in CPU_CELLS if c.ratio == r]
+
+
+def copy_records(src: Path, dst: Path) -> int:
+    """Copy the records of every complete run under `src` to the same place under `dst`; the count."""
+    n = 0
+    for done in sorted(src.rglob("COMPLETE")):
+        run = done.parent
+        if not is_complete(run) or is_complete(dst / run.relative_to(src)):
+            continue
+        target = dst / run.relative_to(src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORDS:
+            if (run / name).exists():
+                shutil.copy2(run / name, target / name)
+        n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/cpu"))
+    ap.add_argument("--archive", type=Path, default=Path("benchmarks/results/cpu_grid"))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--cells", nargs="*", default=ORDER, help="cell tags to run, in order (default: all, in ORDER)")
+    args = ap.parse_args()
+    unknown = sorted(set(args.cells) - set(ORDER))
+    if unknown:
+        sys.exit(f"unknown cell(s) {unknown}; valid: {', '.join(ORDER)}")
+    print(f"restored {copy_records(args.archive, args.out) if args.archive.exists() else 0} archived runs into {args.out}", flush=True)
+    for cell in args.cells:
+        cmd = [sys.executable, "-m", "diffdebias.cli", "bench", "--preset", "cpu", "--out", str(args.out), "--jobs", str(args.jobs), "--only", f"{cell}/*"]
+        code = subprocess.call(cmd)
+        print(f"{cell}: bench exited {code}; archived {copy_records(args.out / cell, args.archive / cell)} new runs", flush=True)
+
+
+if __name__ == "__main__":
+    main()
