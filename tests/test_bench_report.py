@@ -163,7 +163,9 @@ def test_generator_key_for_every_run_of_every_preset():
     from diffdebias.bench.launch import generator_key
 
     for name in ("smoke", "cpu", "paper"):
-        keys = {s.method: generator_key(s) for s in expand(get_preset(name)) if s.seed == 0 and s.ratio in (1.0, None)}
+        specs = expand(get_preset(name))
+        first = min(s.seed for s in specs)
+        keys = {s.method: generator_key(s) for s in specs if s.seed == first and s.ratio in (1.0, None)}
         assert keys["erm"] is None and keys["ddb2"] is not None
         assert keys.get("diffubias", keys["ddb2"]) == keys["ddb2"]
 
