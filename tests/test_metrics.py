@@ -109,14 +109,20 @@ def test_spread_is_the_sample_std_and_one_seed_shows_n_1():
 
 def test_defaults_chosen_with_bias_labels_are_recorded_unless_overridden():
     from diffdebias.collect import bias_label_use
-    from diffdebias.hparams import defaults_chosen_with_bias_labels
+    from diffdebias.hparams import defaults_chosen_with_bias_labels, resolve_hparams
 
     assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {}) == ["weight_decay (val bias labels)"]
-    assert defaults_chosen_with_bias_labels("ddb", "background_fmnist", {}) == ["weight_decay (development runs, data seed 1)", "ba_model (development runs, data seed 1)"]
+    assert defaults_chosen_with_bias_labels("ddb", "background_fmnist", {}) == [
+        "gen (development runs, data seed 1)", "weight_decay (development runs, data seed 1)", "ba_model (development runs, data seed 1)"]
     assert defaults_chosen_with_bias_labels("ddb1", "colored_fmnist", {"weight_decay": "0.01"}) == []  # the user's own choice
     assert defaults_chosen_with_bias_labels("ddb2", "colored_fmnist", {}) == []
-    from diffdebias.hparams import resolve_hparams  # the recommended recipe's defaults on the 28 px sets
-
+    # a dataset's generator budget, in every method that trains a generator; overridden by any gen.* key
+    assert defaults_chosen_with_bias_labels("ddb2", "background_fmnist", {}) == ["gen (development runs, data seed 1)"]
+    assert defaults_chosen_with_bias_labels("ddb2", "background_fmnist", {"gen.max_steps": 10}) == []
+    assert defaults_chosen_with_bias_labels("erm", "background_fmnist", {}) == []
+    assert resolve_hparams("ddb2", "background_fmnist")["gen"] == {"max_steps": 3000}
+    assert resolve_hparams("ddb2", "background_fmnist", {"gen.max_steps": 10, "gen.lr": 1e-3})["gen"] == {"max_steps": 10, "lr": 1e-3}
+    # the recommended recipe's defaults on the 28 px sets
     hp = resolve_hparams("ddb", "corrupted_fmnist")
     assert (hp["weight_decay"], hp["ba_model"], hp["probe_model"], hp["safeguard"], hp["model"]) == (1e-2, "cnn", "mlp", True, "mlp")
     assert bias_label_use(False, False, ["weight_decay (val bias labels)"]) == "defaults chosen with bias labels: weight_decay (val bias labels)"

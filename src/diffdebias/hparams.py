@@ -145,7 +145,9 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # of days; ERM on it is still strongly biased (rho = 1%: 61% unbiased vs 86% on the control).
     # `--set model=cnn` for the convolutional model.
     "corrupted_fmnist": {"model": "mlp", "epochs": 20, "lr": 1e-3, "batch_size": 256},
-    "background_fmnist": {"model": "mlp", "epochs": 20, "lr": 1e-3, "batch_size": 256},
+    # The backgrounds' textures need a longer-trained generator than the CPU preset's 470 steps, which
+    # draws plain dark backgrounds (development runs, BENCHMARKS.md); every DDB / DiffuBias recipe shares it.
+    "background_fmnist": {"model": "mlp", "epochs": 20, "lr": 1e-3, "batch_size": 256, "gen": {"max_steps": 3000}},
     "corrupted_cifar10": {"model": "resnet18", "epochs": 100, "lr": 1e-3, "batch_size": 256, "augment": True},
     "cifar10c": {"model": "resnet18", "epochs": 100, "lr": 1e-3, "batch_size": 256, "augment": True},
     "bffhq": {"model": "resnet18", "epochs": 100, "lr": 1e-4, "batch_size": 64, "augment": True},
@@ -183,11 +185,20 @@ DEFAULTS_CHOSEN_WITH_BIAS_LABELS: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
+# The same for a dataset's defaults, in every method that declares the key.
+DATASET_DEFAULTS_CHOSEN_WITH_BIAS_LABELS: dict[str, dict[str, str]] = {
+    "background_fmnist": {"gen": DEV_RUNS},  # the generator's budget, by the BA's AUROC next to the samples
+}
+
+
 def defaults_chosen_with_bias_labels(method: str, dataset: str, overrides: dict[str, Any] | None) -> list[str]:
     """The hyperparameters of this run whose value is a default chosen with bias labels (not
     overridden), each as `key (what chose it)`."""
-    chosen = DEFAULTS_CHOSEN_WITH_BIAS_LABELS.get((method, dataset), {})
-    return [f"{k} ({how})" for k, how in chosen.items() if k not in (overrides or {})]
+    keys = declared_keys(method)
+    chosen = {k: how for k, how in DATASET_DEFAULTS_CHOSEN_WITH_BIAS_LABELS.get(dataset, {}).items() if k in keys}
+    chosen |= DEFAULTS_CHOSEN_WITH_BIAS_LABELS.get((method, dataset), {})
+    overridden = {k.split(".", 1)[0] for k in overrides or {}}
+    return [f"{k} ({how})" for k, how in chosen.items() if k not in overridden]
 
 
 def declared_keys(method: str) -> dict[str, Any]:
@@ -218,8 +229,8 @@ def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None 
             gen.update(value)
         else:
             hp[key] = coerce(value, hp[key], key)
-    if "gen" in hp:  # the changed fields only, each read as its DiffusionConfig type (unknown fields refused)
-        hp["gen"] = generator_settings(gen)
+    if "gen" in hp:  # the changed fields only (a dataset's defaults, then the overrides; an export alone), as their DiffusionConfig types
+        hp["gen"] = generator_settings(gen if GEN_FROM in gen else {**hp["gen"], **gen})
     for key in ("model", "ba_model", "probe_model"):  # checked now, not when the stage that builds it starts
         if hp.get(key) and hp[key] not in MODEL_NAMES:
             raise ConfigError(f"hyperparameter '{key}': unknown model {hp[key]!r}; valid: {', '.join(MODEL_NAMES)}")
