@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli",),
     ("quickstart",),
     ("bench", "report"),
+    ("targets",),
     ("collect",),
     ("api",),
     ("run",),

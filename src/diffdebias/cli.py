@@ -260,16 +260,23 @@ def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
 @click.option("--by-ratio", "by_ratio", multiple=True, metavar="METRIC",
               help="Also one table per dataset of METRIC: methods x ratios, plus the no-bias control (e.g. unbiased_acc); repeatable.")
+@click.option("--targets", "targets_of", default=None, metavar="METHOD",
+              help="Instead, check METHOD's goals (ahead of the best label-free baseline by more than the larger std; within 1.5 points "
+                   "of ERM on the controls) and name the failing stage where one is missed.")
 @friendly_errors
-def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | None, by_ratio: tuple[str, ...]) -> None:
+def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | None, by_ratio: tuple[str, ...], targets_of: str | None) -> None:
     """Mean +- std over seeds of every complete run under DIRECTORY (markdown, optional CSV)."""
     from pathlib import Path
 
     from .collect import find_results, runs_frame, summary_table, tables_markdown
+    from .targets import check_targets, verdicts_markdown
 
     results = find_results(Path(directory))
     if not results:
         raise click.ClickException(f"no complete run (results.json + COMPLETE) under {directory}")
+    if targets_of:
+        click.echo(verdicts_markdown(check_targets(results, targets_of), targets_of), nl=False)
+        return
     frame = runs_frame(results, split, policy)
     table = summary_table(frame)
     click.echo(tables_markdown(table, frame, by_ratio, split), nl=False)

@@ -171,8 +171,12 @@ class RunResult:
         missing = [n for n in (*names, "bias_labels_used") if n not in d]
         if missing:
             raise RunError(f"{source}: field '{missing[0]}' is missing; the file is not a results.json of this toolkit (rerun the run)")
-        return cls(**{n: d[n] for n in names}, bias_labels_used=BiasLabelUse(**d["bias_labels_used"]),
-                   notes=Notes.from_dict(d.get("notes") or {}), run_dir=d.get("run_dir"))  # fmt: skip
+        try:
+            notes = Notes.from_dict(d.get("notes") or {})
+        except TypeError as exc:  # a note of an older format: a required field is missing
+            raise RunError(f"{source}: field 'notes': {exc}; the run was written by an older version of this toolkit (rerun it, "
+                           "or collect it apart from newer runs)") from exc  # fmt: skip
+        return cls(**{n: d[n] for n in names}, bias_labels_used=BiasLabelUse(**d["bias_labels_used"]), notes=notes, run_dir=d.get("run_dir"))
 
     @property
     def total_wall_time_s(self) -> float:

@@ -1,0 +1,158 @@
+"""The goals of a DDB recipe, checked on a grid's runs, with the measured stage where one is missed.
+
+Per dataset and ratio: is the recipe ahead of the best label-free baseline (by mean) by more than
+the larger of the two sample standard deviations over seeds? Per no-bias control: is it within
+CONTROL_TOLERANCE points of ERM? Where a goal is missed, the stage is named by STAGE_RULES from the
+recipe's own records (bias labels enter them for evaluation only): its trainer given the TRUE groups
+(the oracle run of the same trainer), the Bias Amplifier's ranking AUROC on the real training set
+next to that of a BA trained on the real images, the bias evidence of the safeguard, and the
+precision and recall of its pseudo-conflicting samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .collect import CONTROL_SUFFIX, runs_frame, seed_std
+from .errors import ConfigError
+from .recipes import METHODS
+from .recipes.groupdro import LabelGroups
+from .records import RunResult
+
+LABEL_FREE_BASELINES = ("erm", "gce", "lff", "jtt", "jtt_weighted")
+CONTROL_TOLERANCE = 1.5  # points of unbiased accuracy below ERM a no-bias control may cost
+GOOD_AUROC = 0.9  # a BA ranking below this is called the failing stage
+GENERATOR_GAP = 0.05  # a real-data BA ranking better by this much blames the synthetic images
+STAGE_RULES = (
+    "trainer: the same trainer given the TRUE groups misses the goal too",
+    f"generator: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and a BA trained on the real images ranks better by {GENERATOR_GAP}+",
+    f"BA ranking: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and the real-data BA does no better",
+    "bias evidence: the safeguard found no bias (ERM fallback) in some seed although the BA ranks well",
+    "pseudo-groups: the BA ranks well and the bias was found, but its flagged set (precision, recall) does not carry the trainer",
+    "controls: bias evidence when the safeguard found a bias in some seed, else the ERM fallback itself",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One goal of one recipe on one dataset column (a ratio or the no-bias control)."""
+
+    dataset: str
+    column: str
+    recipe: str  # mean ± std (seeds)
+    reference: str  # the best label-free baseline (bias cells) or ERM (controls), mean ± std
+    margin: float  # recipe mean - reference mean
+    needed: float  # > this (bias cells) or >= this (controls)
+    met: bool | None  # None: the cell is incomplete
+    stage: str  # the failing stage ("" when met)
+    evidence: str
+
+
+def true_group_twin(method: str) -> str | None:
+    """The oracle method that trains `method`'s trainer on the true groups (its ceiling)."""
+    trainer = METHODS[method].trainer
+    return next((name for name, r in METHODS.items() if isinstance(r, LabelGroups) and r.trainer is trainer and name != method), None)
+
+
+def evidence_frame(results: list[RunResult]) -> pd.DataFrame:
+    """runs_frame (test split) plus each run's BA, bias-evidence and pseudo-group records."""
+    frame = runs_frame(results)
+    extra = []
+    for r in results:
+        diag = r.notes.ba_diagnostics or {}
+        syn, real = diag.get("synthetic"), diag.get("real")
+        ev = r.notes.bias_evidence
+        extra.append({
+            "precision": syn.precision if syn else None, "recall": syn.recall if syn else None,
+            "ba_auroc": syn.auroc if syn else None, "real_ba_auroc": real.auroc if real else None,
+            "lift": ev.lift if ev else None, "found": ev.found if ev else None,
+        })  # fmt: skip
+    return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)
+
+
+def _stats(frame: pd.DataFrame, method: str) -> tuple[float, float, int]:
+    vals = pd.to_numeric(frame.loc[frame["method"] == method, "unbiased_acc"], errors="coerce").dropna()
+    return (float(vals.mean()) if len(vals) else math.nan), seed_std(vals), len(vals)
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    return f"{mean:.2f} ± {std:.2f} (n = {n})"
+
+
+def _mean(rows: pd.DataFrame, col: str) -> float:
+    vals = pd.to_numeric(rows[col], errors="coerce").dropna()
+    return float(vals.mean()) if len(vals) else math.nan
+
+
+def _evidence(rows: pd.DataFrame, twin: str, twin_stats: tuple[float, float, int]) -> tuple[str, dict[str, float]]:
+    found = rows["found"].dropna()
+    m = {k: _mean(rows, k) for k in ("ba_auroc", "real_ba_auroc", "precision", "recall", "lift")}
+    text = (f"BA AUROC {m['ba_auroc']:.3f} (real-data BA {m['real_ba_auroc']:.3f}); pseudo-conflicting precision {m['precision']:.1f}%, "
+            f"recall {m['recall']:.1f}%; bias found in {int(found.sum())}/{len(found)} seeds (lift {m['lift']:.1f})")  # fmt: skip
+    if twin:
+        text += f"; {twin} (true groups) {twin_stats[0]:.2f}"
+    m["found_all"] = float(len(found) > 0 and bool(found.all()))
+    m["found_any"] = float(bool(found.any()))
+    return text, m
+
+
+def bias_stage(m: dict[str, float], twin_misses: bool) -> str:
+    """The failing stage of a missed bias cell (STAGE_RULES)."""
+    if twin_misses:
+        return "trainer"
+    if not m["ba_auroc"] >= GOOD_AUROC:
+        return "generator" if m["real_ba_auroc"] >= m["ba_auroc"] + GENERATOR_GAP else "BA ranking"
+    return "bias evidence" if not m["found_all"] else "pseudo-groups"
+
+
+def check_targets(results: list[RunResult], recipe: str) -> list[Verdict]:
+    """The recipe's verdict on every dataset column its runs and the baselines' share."""
+    if recipe not in METHODS:
+        raise ConfigError(f"unknown method '{recipe}'; valid: {', '.join(METHODS)}")
+    frame = evidence_frame(results)
+    twin = true_group_twin(recipe)
+    control = frame["dataset"].str.endswith(CONTROL_SUFFIX)
+    frame = frame.assign(base=frame["dataset"].str.removesuffix(CONTROL_SUFFIX), control=control)
+    out = []
+    for (base, is_control, ratio), cell in frame.groupby(["base", "control", frame["ratio"].fillna(-1.0)], sort=True):
+        rows = cell[cell["method"] == recipe]
+        if rows.empty:
+            continue
+        rec = _stats(cell, recipe)
+        column = "no-bias control" if is_control else f"rho = {ratio:g}%"
+        refs = {b: _stats(cell, b) for b in (("erm",) if is_control else LABEL_FREE_BASELINES)}
+        ref_name, ref = max(refs.items(), key=lambda kv: -math.inf if math.isnan(kv[1][0]) else kv[1][0])
+        counts = {rec[2], *(s[2] for s in refs.values())}
+        complete = len(counts) == 1 and rec[2] >= 2
+        margin = rec[0] - ref[0]
+        needed = -CONTROL_TOLERANCE if is_control else max(rec[1], ref[1])
+        met = (margin >= needed if is_control else margin > needed) if complete else None
+        twin_stats = _stats(cell, f"{twin} (oracle)") if twin else (math.nan, 0.0, 0)
+        text, m = _evidence(rows, twin or "", twin_stats)
+        stage = ""
+        if met is False:
+            if is_control:
+                stage = "bias evidence" if m["found_any"] else "ERM fallback"
+            else:
+                stage = bias_stage(m, twin_misses=not twin_stats[0] - ref[0] > needed)
+        out.append(Verdict(base, column, _fmt(*rec), f"{ref_name} {_fmt(*ref)}", margin, needed, met, stage, text))
+    return out
+
+
+def verdicts_markdown(verdicts: list[Verdict], recipe: str) -> str:
+    """The verdicts as a markdown table, then the rules that name a failing stage."""
+    lines = [f"Goals of `{recipe}`: ahead of the best label-free baseline ({', '.join(LABEL_FREE_BASELINES)}) by more than the larger "
+             f"sample std over seeds; within {CONTROL_TOLERANCE} points of ERM on the no-bias controls (test unbiased accuracy, %).", "",
+             "| dataset | column | recipe | reference | margin | needed | met | failing stage | evidence |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for v in verdicts:
+        met = "incomplete" if v.met is None else "yes" if v.met else "**no**"
+        sign = ">=" if v.column == "no-bias control" else ">"
+        lines.append(f"| {v.dataset} | {v.column} | {v.recipe} | {v.reference} | {v.margin:+.2f} | {sign} {v.needed:+.2f} | {met} | {v.stage} | {v.evidence} |")
+    met = [v.met for v in verdicts if v.met is not None]
+    lines += ["", f"{sum(met)}/{len(met)} goals met; {sum(v.met is None for v in verdicts)} incomplete.", "",
+              "Failing stage rules, in order: " + "; ".join(STAGE_RULES) + "."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,92 @@
+"""The goal checks of a recipe on a grid (targets.py): margins against the best label-free baseline
+by the larger sample std, the control tolerance, incomplete cells, and the failing-stage rules."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from diffdebias.cli import main
+from diffdebias.records import BADiagnostics, BiasEvidence, BiasLabelUse, Notes, RunResult
+from diffdebias.io import write_json_atomic
+from diffdebias.targets import bias_stage, check_targets, true_group_twin, verdicts_markdown
+
+
+def result(method: str, acc: float, seed: int, *, ratio: float | None = 1.0, control: bool = False, auroc: float = 0.99,
+           real_auroc: float = 0.99, found: bool = True) -> RunResult:  # fmt: skip
+    oracle = method.endswith("oracle")
+    ddb = method.startswith("ddb")
+    notes = Notes(
+        ba_diagnostics={"synthetic": BADiagnostics(True, 100, 120, 80.0, 96.0, auroc), "real": BADiagnostics(True, 100, 90, 90.0, 81.0, real_auroc)} if ddb else None,
+        bias_evidence=BiasEvidence(5.0, 6.0, 50.0, 2.0, 70.0, 25.0, found, 5.0) if ddb else None,
+    )  # fmt: skip
+    return RunResult(method, "colored_fmnist", None if control else ratio, seed, "val_pseudo_unbiased", 3, BiasLabelUse(oracle, False), oracle,
+                     {}, {"unbiased_acc": acc}, {}, {"main": 1.0}, {}, notes, {}, {"bias_mode": "independent"} if control else {},
+                     "cpu", {}, "test")  # fmt: skip
+
+
+def cell(accs: dict[str, list[float]], **kw) -> list[RunResult]:
+    return [result(m, a, seed, **kw) for m, vals in accs.items() for seed, a in enumerate(vals)]
+
+
+BASELINES = {"erm": [55.0, 56.0, 57.0], "gce": [60.0, 61.0, 62.0], "lff": [70.0, 71.0, 72.0], "jtt": [66.0, 66.0, 66.0], "jtt_weighted": [60.0, 60.0, 60.0]}
+
+
+def test_the_recipe_must_lead_the_best_baseline_by_the_larger_sample_std():
+    # lff: mean 71, sample std 1.0; ddb 73 ± 0.5 -> margin 2 > 1: met; 71.9 ± 0.5 -> 0.9: missed
+    ahead = check_targets(cell({**BASELINES, "ddb": [72.5, 73.0, 73.5], "resample_oracle": [80.0, 80.0, 80.0]}), "ddb")
+    (v,) = ahead
+    assert (v.column, v.met, v.stage) == ("rho = 1%", True, "")
+    assert v.reference.startswith("lff 71.00 ± 1.00 (n = 3)") and abs(v.margin - 2.0) < 1e-9 and v.needed == 1.0
+    (miss,) = check_targets(cell({**BASELINES, "ddb": [71.4, 71.9, 72.4], "resample_oracle": [80.0, 80.0, 80.0]}), "ddb")
+    assert miss.met is False and miss.stage == "pseudo-groups"  # the BA ranks well, the bias was found
+    assert "resample_oracle (true groups) 80.00" in miss.evidence and "precision 80.0%" in miss.evidence
+
+
+def test_a_missed_cell_names_the_trainer_when_true_groups_miss_too():
+    (v,) = check_targets(cell({**BASELINES, "ddb": [60.0, 61.0, 62.0], "resample_oracle": [71.5, 71.5, 71.5]}), "ddb")
+    assert v.met is False and v.stage == "trainer"
+
+
+def test_stage_rules_separate_generator_ba_and_bias_evidence():
+    good = {"ba_auroc": 0.95, "real_ba_auroc": 0.95, "found_all": 1.0}
+    assert bias_stage(good, twin_misses=False) == "pseudo-groups"
+    assert bias_stage({**good, "found_all": 0.0}, twin_misses=False) == "bias evidence"
+    assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.9}, twin_misses=False) == "generator"
+    assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.72}, twin_misses=False) == "BA ranking"
+    assert bias_stage({**good, "ba_auroc": 0.7}, twin_misses=True) == "trainer"
+    assert true_group_twin("ddb") == "resample_oracle" and true_group_twin("ddb1") == "groupdro"
+
+
+def test_controls_allow_1_5_points_below_erm_and_blame_a_found_bias():
+    ok = check_targets(cell({"erm": [85.0, 86.0, 87.0], "ddb": [84.5, 84.5, 84.5]}, control=True, found=False), "ddb")
+    assert [(v.column, v.met) for v in ok] == [("no-bias control", True)]
+    (bad,) = check_targets(cell({"erm": [85.0, 86.0, 87.0], "ddb": [80.0, 80.0, 80.0]}, control=True), "ddb")
+    assert bad.met is False and bad.stage == "bias evidence" and "bias found in 3/3 seeds" in bad.evidence
+
+
+def test_a_cell_with_missing_seeds_or_baselines_is_incomplete(tmp_path):
+    runs = cell({**BASELINES, "ddb": [80.0, 80.0]})  # two seeds against three
+    runs += cell({"erm": [50.0, 50.0, 50.0], "ddb": [60.0, 61.0, 62.0]}, ratio=2.0)  # no lff, gce, jtt
+    verdicts = check_targets(runs, "ddb")
+    assert [(v.column, v.met) for v in verdicts] == [("rho = 1%", None), ("rho = 2%", None)]
+    text = verdicts_markdown(verdicts, "ddb")
+    assert "0/0 goals met; 2 incomplete." in text and "Failing stage rules" in text
+    for i, r in enumerate(cell({**BASELINES, "ddb": [75.0, 75.0, 75.0]})):
+        write_json_atomic(tmp_path / f"run{i}" / "results.json", r.to_dict())
+        (tmp_path / f"run{i}" / "COMPLETE").write_text("")
+    res = CliRunner().invoke(main, ["collect", str(tmp_path), "--targets", "ddb"], catch_exceptions=False)
+    assert res.exit_code == 0 and "| colored_fmnist | rho = 1% |" in res.output and "1/1 goals met" in res.output
+    bad = CliRunner().invoke(main, ["collect", str(tmp_path), "--targets", "nope"])
+    assert bad.exit_code != 0 and "unknown method 'nope'" in bad.output
+
+
+def test_collect_names_the_file_and_field_of_an_older_or_foreign_results_json(tmp_path):
+    old = result("ddb", 70.0, 0).to_dict()
+    del old["notes"]["bias_evidence"]["lift"]  # a note written before the field existed
+    write_json_atomic(tmp_path / "old" / "results.json", old)
+    (tmp_path / "old" / "COMPLETE").write_text("")
+    res = CliRunner().invoke(main, ["collect", str(tmp_path)])
+    assert res.exit_code == 2 and "old/results.json: field 'notes'" in res.output and "'lift'" in res.output and "older version" in res.output
+    write_json_atomic(tmp_path / "old" / "results.json", {"method": "erm"})
+    res = CliRunner().invoke(main, ["collect", str(tmp_path)])
+    assert res.exit_code == 2 and "field 'dataset' is missing" in res.output
