@@ -192,7 +192,7 @@ def report_html(smoke_bench):
 
 def test_report_is_one_self_contained_file(report_html):
     text = report_html.read_text()
-    for section in ("glance", "results", "charts", "classes", "cost", "synthetic", "audit", "ba", "attribution"):
+    for section in ("glance", "goals", "results", "charts", "classes", "cost", "synthetic", "audit", "ba", "attribution"):
         assert f'id="{section}"' in text
     assert 'alt="per-class F1 of colored_fmnist, ratio 1%"' in text and "<th>ece</th>" in text and "<th>macro_f1</th>" in text
     srcs = re.findall(r'src="([^"]*)"', text)

@@ -3,11 +3,15 @@ by the larger sample std, the control tolerance, incomplete cells, and the faili
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from diffdebias.cli import main
 from diffdebias.records import BADiagnostics, BiasEvidence, BiasLabelUse, Notes, RunResult
 from diffdebias.io import write_json_atomic
+from diffdebias.recipes import RECOMMENDED
+from diffdebias.report.html import _goals_section
 from diffdebias.targets import bias_stage, check_targets, true_group_twin, verdicts_markdown
 
 
@@ -90,3 +94,11 @@ def test_collect_names_the_file_and_field_of_an_older_or_foreign_results_json(tm
     write_json_atomic(tmp_path / "old" / "results.json", {"method": "erm"})
     res = CliRunner().invoke(main, ["collect", str(tmp_path)])
     assert res.exit_code == 2 and "field 'dataset' is missing" in res.output
+
+
+def test_the_readme_names_the_recommended_recipe_and_the_report_checks_its_goals():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"\nRecommended DDB recipe: {RECOMMENDED}\n" in readme
+    page = _goals_section(cell({**BASELINES, RECOMMENDED: [75.0, 75.5, 76.0], "resample_oracle": [80.0, 80.0, 80.0]}))
+    assert "1/1 goals met; 0 incomplete." in page and "<td>rho = 1%</td>" in page and "Failing stage rules" in page
+    assert "No run of the recommended recipe" in _goals_section(cell({"erm": [50.0, 51.0]}))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .run import run_method
 from .io import write_text_atomic
+from .recipes import RECOMMENDED
 from .records import RunResult
 from .report import write_report
 from .report_text import fmt
@@ -15,7 +16,7 @@ from .report_text import fmt
 DATASET = "colored_fmnist"
 RATIO = 1.0
 # Methods run by quickstart, in order: two baselines and the recommended DDB recipe (README).
-METHODS = ("erm", "lff", "ddb")
+METHODS = ("erm", "lff", RECOMMENDED)
 COLUMNS = ("unbiased_acc", "conflicting_acc", "aligned_acc", "avg_acc")
 
 

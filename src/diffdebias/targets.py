@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .collect import CONTROL_SUFFIX, runs_frame, seed_std
+from .collect import CONTROL_SUFFIX, runs_frame, seed_std, to_markdown
 from .errors import ConfigError
 from .recipes import METHODS
 from .recipes.groupdro import LabelGroups
@@ -142,17 +142,31 @@ def check_targets(results: list[RunResult], recipe: str) -> list[Verdict]:
     return out
 
 
-def verdicts_markdown(verdicts: list[Verdict], recipe: str) -> str:
-    """The verdicts as a markdown table, then the rules that name a failing stage."""
-    lines = [f"Goals of `{recipe}`: ahead of the best label-free baseline ({', '.join(LABEL_FREE_BASELINES)}) by more than the larger "
-             f"sample std over seeds; within {CONTROL_TOLERANCE} points of ERM on the no-bias controls (test unbiased accuracy, %).", "",
-             "| dataset | column | recipe | reference | margin | needed | met | failing stage | evidence |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for v in verdicts:
-        met = "incomplete" if v.met is None else "yes" if v.met else "**no**"
-        sign = ">=" if v.column == "no-bias control" else ">"
-        lines.append(f"| {v.dataset} | {v.column} | {v.recipe} | {v.reference} | {v.margin:+.2f} | {sign} {v.needed:+.2f} | {met} | {v.stage} | {v.evidence} |")
-    met = [v.met for v in verdicts if v.met is not None]
-    lines += ["", f"{sum(met)}/{len(met)} goals met; {sum(v.met is None for v in verdicts)} incomplete.", "",
-              "Failing stage rules, in order: " + "; ".join(STAGE_RULES) + "."]  # fmt: skip
-    return "\n".join(lines) + "\n"
+VERDICT_COLUMNS = ("dataset", "column", "recipe", "reference", "margin", "needed", "met", "failing stage", "evidence")
 
+
+def verdicts_frame(verdicts: list[Verdict]) -> pd.DataFrame:
+    """The verdicts as a table (markdown and HTML)."""
+    return pd.DataFrame([{
+        "dataset": v.dataset, "column": v.column, "recipe": v.recipe, "reference": v.reference, "margin": f"{v.margin:+.2f}",
+        "needed": f"{'>=' if v.column == 'no-bias control' else '>'} {v.needed:+.2f}",
+        "met": "incomplete" if v.met is None else "yes" if v.met else "NO", "failing stage": v.stage, "evidence": v.evidence,
+    } for v in verdicts], columns=list(VERDICT_COLUMNS))  # fmt: skip
+
+
+def goals_text(recipe: str) -> str:
+    return (f"Goals of {recipe}: ahead of the best label-free baseline ({', '.join(LABEL_FREE_BASELINES)}) by more than the larger sample "
+            f"std over seeds; within {CONTROL_TOLERANCE} points of ERM on the no-bias controls (test unbiased accuracy, %).")  # fmt: skip
+
+
+def tally(verdicts: list[Verdict]) -> str:
+    met = [v.met for v in verdicts if v.met is not None]
+    return f"{sum(met)}/{len(met)} goals met; {sum(v.met is None for v in verdicts)} incomplete."
+
+
+RULES_TEXT = "Failing stage rules, in order: " + "; ".join(STAGE_RULES) + "."
+
+
+def verdicts_markdown(verdicts: list[Verdict], recipe: str) -> str:
+    """The goals, the verdicts as a markdown table, the tally, and the rules that name a failing stage."""
+    return "\n\n".join([goals_text(recipe), to_markdown(verdicts_frame(verdicts)), tally(verdicts), RULES_TEXT]) + "\n"

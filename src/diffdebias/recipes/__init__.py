@@ -33,6 +33,7 @@ METHODS: dict[str, Recipe] = {
     "ddb2": DDB2(),
     "diffubias": DiffuBias(),
 }
+RECOMMENDED = "ddb"  # the README's "Recommended DDB recipe" line (tests/test_targets.py checks it)
 
 
 def get_method(name: str) -> Recipe:
@@ -41,4 +42,4 @@ def get_method(name: str) -> Recipe:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Recipe", "get_method"]
+__all__ = ["METHODS", "RECOMMENDED", "Recipe", "get_method"]

@@ -1,7 +1,7 @@
 """`diffdebias report DIR`: one self-contained HTML file of every complete run under DIR.
 
 Sections: at a glance (methods x ratios per dataset, the best unsupervised cell of each column in
-bold), results tables (mean ± std over seeds, selection policy and bias-label use), bar charts
+bold), the recommended recipe's goals (targets.py), results tables (mean ± std over seeds, selection policy and bias-label use), bar charts
 with error bars per metric and ratio, wall time and energy / emissions per stage, per-class grids
 of the synthetic images, the diffusion audit, the Bias Amplifier diagnostics, and attribution maps
 (Grad-CAM / Integrated Gradients) of bias-conflicting test images for ERM next to the best
@@ -26,7 +26,9 @@ from ..audit import audit_synthetic, train_judges
 from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, seed_std, summary_table
 from ..data.registry import load_dataset
 from ..errors import RunError
+from ..recipes import RECOMMENDED
 from ..records import RunResult
+from ..targets import RULES_TEXT, check_targets, goals_text, tally, verdicts_frame
 from ..io import write_json_atomic, write_text_atomic
 from . import figures
 from .attribution import attribution_maps, conflicting_test_indices, load_classifier, method_name
@@ -69,6 +71,7 @@ def write_report(directory: Path, out: Path | None = None, audit_epochs: int | N
     frame = runs_frame(results)
     sections = [
         ("glance", "At a glance", _glance_section(frame)),
+        ("goals", f"Goals of the recommended recipe ({RECOMMENDED})", _goals_section(results)),
         ("results", "Results", _results_section(frame)),
         ("charts", "Charts", _charts_section(frame)),
         ("classes", "Per-class F1", _class_f1_section(results, loader)),
@@ -142,6 +145,14 @@ def glance_table(text: pd.DataFrame, means: pd.DataFrame) -> str:
         cells = "".join(f'<td{" class=best" if best.get(c) == i else ""}>{html.escape(str(row[c]))}</td>' for c in text.columns)
         rows.append(f'<tr{" class=oracle" if oracle[i] else ""}>{cells}</tr>')
     return f'<div class="scroll"><table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _goals_section(results: list[RunResult]) -> str:
+    verdicts = check_targets(results, RECOMMENDED)
+    if not verdicts:
+        return f'<p class="note">No run of the recommended recipe ({RECOMMENDED}) under this folder.</p>'
+    return (f'<p class="note">{html.escape(goals_text(RECOMMENDED))} {html.escape(tally(verdicts))}</p>' + _table(verdicts_frame(verdicts))
+            + f'<p class="note">{html.escape(RULES_TEXT)}</p>')
 
 
 def _results_section(frame: pd.DataFrame) -> str:
