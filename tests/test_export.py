@@ -168,10 +168,12 @@ def test_cli_export_with_audit_figures_then_a_ddb_run_reuses_it(gen, tmp_path):
     from diffdebias.cli import main
 
     audit = tmp_path / "audit.json"
-    audit.write_text(json.dumps({"conditional_acc": 91.5, "bias_alignment_rate": 88.25, "num_images": 20}))
+    audit.write_text(json.dumps({"conditional_acc": 91.5, "bias_alignment_rate": 88.25, "num_images": 20,
+                                 "diversity": {"spread": 0.42, "precision": 90.0, "recall": 12.5, "k": 3}}))
     res = CliRunner().invoke(main, ["diffusion", "export", str(gen["run"]), str(tmp_path / "shared"), "--audit", str(audit)])
     assert res.exit_code == 0 and "gen.from=" in res.output, res.output
-    assert "bias alignment rate: 88.25%" in (tmp_path / "shared" / "README.md").read_text()
+    card = (tmp_path / "shared" / "README.md").read_text()
+    assert "bias alignment rate: 88.25%" in card and "spread 0.42" in card and "recall 12.5% (k = 3)" in card
     args = ["run", "ddb2", "--dataset", "folder_csv", "--root", str(gen["root"]), "--out", str(tmp_path / "ddb2"), "-q",
             "--set", f"gen.from={tmp_path / 'shared'}", *[a for k, v in TINY_DDB.items() for a in ("--set", f"{k}={v}")]]  # fmt: skip
     res = CliRunner().invoke(main, args)

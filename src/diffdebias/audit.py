@@ -9,6 +9,12 @@ only) and cached per dataset:
 On a synthetic set: `conditional_acc` = share of samples of class c that the class judge calls c;
 `bias_alignment_rate` = share of samples of class c whose predicted bias is the class's majority
 bias value in the real training data. Each judge's accuracy on the real test split is reported.
+
+Diversity (no judge, no bias label): per class, on up to DIVERSITY_SAMPLES images of each set in
+pixel space, `spread` = mean pairwise distance of the synthetic images / that of the real training
+images (1: as varied as the real class), and the k-NN manifold `precision` (share of synthetic images
+inside the real images' k-NN balls) and `recall` (share of real images inside the synthetic ones'),
+Kynkaanniemi et al. 2019, k = KNN.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .data.base import BiasedDataset, TensorSplit
 from .diffusion.train import data_identity
@@ -28,6 +35,47 @@ from .paths import cache_home
 from .runtime import resolve_device
 from .state import load_weights
 from .trainers import ERM, GroupDRO, TrainerInputs
+
+
+DIVERSITY_SAMPLES = 300  # per class and set
+KNN = 3
+
+
+def manifold_coverage(ref: torch.Tensor, query: torch.Tensor, k: int = KNN) -> float:
+    """Share of `query` rows inside the union of the k-NN balls of `ref`'s rows (ball radius: the
+    distance of a row of `ref` to its k-th nearest other row)."""
+    if len(ref) <= k or not len(query):
+        return float("nan")
+    radii = torch.cdist(ref, ref).kthvalue(k + 1, dim=1).values  # +1: each row is its own nearest neighbour
+    return float((torch.cdist(query, ref) <= radii).any(dim=1).float().mean())
+
+
+def mean_pairwise_distance(x: torch.Tensor) -> float:
+    n = len(x)
+    return float(torch.cdist(x, x).sum() / (n * (n - 1))) if n > 1 else float("nan")
+
+
+def diversity(synth: torch.Tensor, synth_y: np.ndarray, real: TensorSplit, num_classes: int, seed: int = 0) -> dict:
+    """Spread, k-NN precision and recall of uint8 synthetic images against the real split `real`, per
+    class (up to DIVERSITY_SAMPLES of each) and as means over classes."""
+    gen = torch.Generator().manual_seed(seed)
+    real_y = real.y.numpy()
+    per_class = {}
+    for c in range(num_classes):
+        s_idx, r_idx = np.flatnonzero(synth_y == c), np.flatnonzero(real_y == c)
+        if len(s_idx) < 2 or len(r_idx) < 2:
+            continue
+        s_idx = s_idx[torch.randperm(len(s_idx), generator=gen)[:DIVERSITY_SAMPLES].numpy()]
+        r_idx = r_idx[torch.randperm(len(r_idx), generator=gen)[:DIVERSITY_SAMPLES].numpy()]
+        r = torch.stack([real.load_uint8(int(i)) for i in r_idx]).float() / 255
+        x = synth[torch.as_tensor(s_idx)].float() / 255
+        if x.shape[1:] != r.shape[1:]:
+            x = F.interpolate(x, size=r.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+        x, r = x.flatten(1), r.flatten(1)
+        per_class[str(c)] = {"spread": round(mean_pairwise_distance(x) / mean_pairwise_distance(r), 4),
+                             "precision": round(100 * manifold_coverage(r, x), 2), "recall": round(100 * manifold_coverage(x, r), 2)}  # fmt: skip
+    means = {k: round(float(np.mean([v[k] for v in per_class.values()])), 4 if k == "spread" else 2) for k in ("spread", "precision", "recall")}
+    return {**means, "k": KNN, "per_class": per_class}
 
 
 def channel_max_view(split: TensorSplit) -> TensorSplit:
@@ -77,7 +125,8 @@ def train_judges(data: BiasedDataset, epochs: int = 10, quiet: bool = True) -> d
 
 
 def audit_synthetic(synth: BiasedDataset, data: BiasedDataset, judges: dict | None = None) -> dict:
-    """Conditional accuracy and bias alignment rate of a synthetic set against real-data judges."""
+    """Conditional accuracy and bias alignment rate of a synthetic set against real-data judges, and
+    its diversity against the real training images."""
     judges = judges or train_judges(data)
     splits = [synth.split(s).with_spec(data.spec) for s in ("train", "val", "test")]
     images = torch.cat([s.images for s in splits])
@@ -95,10 +144,14 @@ def audit_synthetic(synth: BiasedDataset, data: BiasedDataset, judges: dict | No
                 "conditional_acc": round(100 * float((cls_pred[m] == c).mean()), 2),
                 "bias_alignment_rate": round(100 * float((bias_pred[m] == aligned_value[c]).mean()), 2),
             }
+    div = diversity(images, y, data.split("train"), data.num_classes)
+    for c, d in div.pop("per_class").items():
+        per_class.setdefault(c, {}).update({f"diversity_{k}": v for k, v in d.items()})
     return {
         "num_images": int(len(y)),
         "conditional_acc": round(100 * float((cls_pred == y).mean()), 2),
         "bias_alignment_rate": round(100 * float((bias_pred == aligned_value[y]).mean()), 2),
+        "diversity": div,
         "per_class": per_class,
         "class_judge": {"method": judges["class"]["method"], "view": _view(data), "real_test_acc": judges["class"]["test_acc"]},
         "bias_judge": {"real_test_acc": judges["bias"]["test_acc"]},

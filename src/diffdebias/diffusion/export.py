@@ -204,6 +204,10 @@ def _audit_lines(audit: dict[str, Any] | None) -> list[str]:
     judges = {k: audit[k].get("real_test_acc") for k in ("class_judge", "bias_judge") if isinstance(audit.get(k), dict)}
     if judges:
         lines.append("- judges' accuracy on the real test split: " + ", ".join(f"{k.replace('_', ' ')} {v}%" for k, v in judges.items()))
+    div = audit.get("diversity")
+    if isinstance(div, dict):
+        lines.append(f"- diversity against the real training images (no judge): spread {div.get('spread')} (mean pairwise pixel distance "
+                     f"within a class, synthetic / real), k-NN precision {div.get('precision')}%, recall {div.get('recall')}% (k = {div.get('k')})")  # fmt: skip
     return [*lines, ""]
 
 

@@ -75,14 +75,17 @@ def stage_bars(stage_means: pd.DataFrame, unit: str) -> str:
 
 
 def audit_bars(audit: dict, class_names: list[str]) -> str:
-    """Per-class conditional accuracy and bias alignment rate of a synthetic set."""
+    """Per-class conditional accuracy, bias alignment rate and (audits since diversity was added)
+    k-NN recall of the real images of a synthetic set."""
     keys = sorted(audit["per_class"], key=int)
-    cond = [audit["per_class"][k]["conditional_acc"] for k in keys]
-    align = [audit["per_class"][k]["bias_alignment_rate"] for k in keys]
+    bars = {"conditional accuracy": "conditional_acc", "bias alignment rate": "bias_alignment_rate", "recall of real images": "diversity_recall"}
+    bars = {label: [audit["per_class"][k].get(key, np.nan) for k in keys] for label, key in bars.items()
+            if any(key in audit["per_class"][k] for k in keys)}  # fmt: skip
     x = np.arange(len(keys))
+    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(8, 2.8))
-    ax.bar(x - 0.2, cond, 0.4, label="conditional accuracy")
-    ax.bar(x + 0.2, align, 0.4, label="bias alignment rate")
+    for i, (label, vals) in enumerate(bars.items()):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, vals, width, label=label)
     ax.set_xticks(x, [class_names[int(k)] if int(k) < len(class_names) else k for k in keys], rotation=30, fontsize=8)
     ax.set_ylim(0, 105)
     ax.set_ylabel("%")

@@ -273,7 +273,9 @@ def _audit_section(results: list[RunResult], loader: _DataCache, directory: Path
         return '<p class="note">Skipped (--no-audit).</p>'
     parts = [f'<p class="note">Judges trained on the real data ({epochs} epochs; bias labels used for this evaluation only): '
              "conditional accuracy = share of class-c samples the class judge calls c; bias alignment rate = share whose bias "
-             "judge's prediction is the class's majority bias value in the real training data.</p>"]  # fmt: skip
+             "judge's prediction is the class's majority bias value in the real training data. Diversity (no judge): spread = "
+             "mean pairwise pixel distance within a class, synthetic / real; k-NN precision and recall (Kynkaanniemi et al. "
+             "2019, k = 3) of the synthetic images against the real training images of the class.</p>"]  # fmt: skip
     for folder, r in sets.items():
         cache = directory / "audits" / f"{Path(folder).name}-e{epochs}.json"
         if cache.exists():
@@ -289,9 +291,16 @@ def _audit_section(results: list[RunResult], loader: _DataCache, directory: Path
         names = loader.get(r).class_names
         parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r.ratio)}: conditional accuracy {audit['conditional_acc']:.1f}%, "
                      f"bias alignment rate {audit['bias_alignment_rate']:.1f}% ({audit['num_images']} images; judges on real test: "
-                     f"class {audit['class_judge']['real_test_acc']:.1f}%, bias {audit['bias_judge']['real_test_acc']:.1f}%)</h3>")  # fmt: skip
+                     f"class {audit['class_judge']['real_test_acc']:.1f}%, bias {audit['bias_judge']['real_test_acc']:.1f}%)"
+                     f"{diversity_text(audit)}</h3>")  # fmt: skip
         parts.append(f'<img class="fig" alt="audit" src="{figures.audit_bars(audit, names)}">')
     return "".join(parts)
+
+
+def diversity_text(audit: dict) -> str:
+    """'; spread S, k-NN precision P%, recall R%' of an audit (empty for one made before diversity was measured)."""
+    d = audit.get("diversity")
+    return f"; spread {d['spread']:.2f}, k-NN precision {d['precision']:.1f}%, recall {d['recall']:.1f}%" if d else ""
 
 
 def _ba_section(results: list[RunResult]) -> str:
