@@ -1,0 +1,85 @@
+"""How confident are a DDB run's Bias Amplifier's errors? Calibration and a confidence threshold.
+
+A BA that amplifies a bias should be confidently wrong on the bias-conflicting samples; errors
+from the domain gap between synthetic and real images should be unconfident. For each DDB run
+directory given (its config.json), the run's BA is rebuilt from the cache (the grid's own, when run
+in the session that made it; trained again otherwise) and on the real training split, for each
+threshold tau, pseudo-conflicting = misclassified with top-class probability >= tau: how many are
+flagged, and their precision and recall against the true bias-conflicting samples (bias labels for
+this evaluation only). The BA's calibration (ECE, 15 bins) and its error rate on the real
+validation split use class labels only.
+
+    python benchmarks/ba_confidence.py runs/bench/cpu/colored_fmnist_r1/ddb/seed2 ... [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from diffdebias.data.base import bias_conflicting
+from diffdebias.data.registry import load_dataset
+from diffdebias.engine.loop import Engine
+from diffdebias.runtime import resolve_device
+from diffdebias.stages.bias_amplifier import ba_training_data, choose_ba_augment
+
+TAUS = (0.0, 0.5, 0.7, 0.9, 0.95, 0.99)
+
+
+def confidence_table(run_dir: Path) -> dict:
+    cfg = json.loads((run_dir / "config.json").read_text())
+    hp = cfg["hparams"]
+    data = load_dataset(cfg["dataset"], root=cfg["root"], ratio=cfg["ratio"], **cfg["data_options"])
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(data, Path(tmp), cfg["seed"], resolve_device(hp["device"]), quiet=True)
+        _, model = choose_ba_augment(engine, hp, ba_training_data(engine, hp, hp["ba_source"]))
+        train, val = data.split("train"), data.split("val")
+        probs = {s.name: torch.softmax(engine.logits(model, s, hp["eval_batch_size"]).float(), 1) for s in (train, val)}
+    truth = bias_conflicting(train.y.numpy(), train.b.numpy(), data.aligned_bias())
+    pmax, pred = probs["train"].max(1)
+    wrong = (pred != train.y).numpy()
+    rows = []
+    for tau in TAUS:
+        flag = wrong & (pmax.numpy() >= tau)
+        tp = int((flag & truth).sum())
+        rows.append({"tau": tau, "flagged": int(flag.sum()), "precision": round(100 * tp / max(int(flag.sum()), 1), 2),
+                     "recall": round(100 * tp / max(int(truth.sum()), 1), 2)})  # fmt: skip
+    vp = probs["val"]
+    ece = float(multiclass_calibration_error(vp, val.y, vp.shape[1], n_bins=15, norm="l1"))
+    val_wrong = vp.argmax(1) != val.y
+    confident = {tau: round(100 * float((vp.max(1).values[val_wrong] >= tau).float().mean()), 2) for tau in TAUS[1:]}
+    return {"run": str(run_dir), "dataset": cfg["dataset"], "ratio": cfg["ratio"], "seed": cfg["seed"], "true_conflicting": int(truth.sum()),
+            "by_tau": rows, "val_ece": round(100 * ece, 2), "val_error": round(100 * float(val_wrong.float().mean()), 2),
+            "val_errors_confident_at": confident}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="DDB run directories (config.json)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every table here")
+    args = ap.parse_args()
+    out = []
+    for run in args.runs:
+        t = confidence_table(run)
+        out.append(t)
+        label = f"{t['dataset']} ratio {t['ratio']} seed {t['seed']}"
+        print(f"\n{label}: {t['true_conflicting']} truly conflicting; BA on real val: error {t['val_error']}%, ECE {t['val_ece']}%, "
+              f"errors with p_max >= tau: {t['val_errors_confident_at']}")  # fmt: skip
+        print("| tau | flagged | precision | recall |\n|---|---|---|---|")
+        for r in t["by_tau"]:
+            print(f"| {r['tau']:g} | {r['flagged']} | {r['precision']:.1f} | {r['recall']:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    print(f"\nmean over runs, precision / recall by tau: "
+          + ", ".join(f"{tau:g}: {np.mean([t['by_tau'][i]['precision'] for t in out]):.1f} / {np.mean([t['by_tau'][i]['recall'] for t in out]):.1f}"
+                      for i, tau in enumerate(TAUS)))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
