@@ -1,7 +1,7 @@
 """Every classifier hyperparameter, declared once, with its defaults.
 
-Resolution order (later wins): COMMON < DATASET_DEFAULTS[dataset] < METHOD_DEFAULTS[method]
-< METHOD_DATASET_DEFAULTS[(method, dataset)] < command-line `--set key=value`.
+Resolution order (later wins): COMMON < METHOD_DEFAULTS[method] < DATASET_DEFAULTS[dataset] (the
+keys the method declares) < METHOD_DATASET_DEFAULTS[(method, dataset)] < command-line `--set key=value`.
 Unknown keys are refused with the list of valid keys. Methods that train a generator (DDB,
 DiffuBias) declare `gen`: the generator's settings (`--set gen.KEY=VALUE`, any field of
 diffusion.train.DiffusionConfig), checked against DiffusionConfig when resolved, or alone
