@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from diffdebias.cli import main
 from diffdebias.records import BADiagnostics, BiasEvidence, BiasLabelUse, Notes, RunResult
+from diffdebias.hparams import FMNIST_28PX, resolve_hparams
 from diffdebias.io import write_json_atomic
 from diffdebias.recipes import RECOMMENDED
 from diffdebias.report.html import _goals_section
@@ -16,7 +17,7 @@ from diffdebias.targets import bias_stage, check_targets, true_group_twin, verdi
 
 
 def result(method: str, acc: float, seed: int, *, ratio: float | None = 1.0, control: bool = False, auroc: float = 0.99,
-           real_auroc: float = 0.99, found: bool = True) -> RunResult:  # fmt: skip
+           real_auroc: float = 0.99, found: bool = True, wd: float = 0.01) -> RunResult:  # fmt: skip
     oracle = method.endswith("oracle")
     ddb = method.startswith("ddb")
     notes = Notes(
@@ -24,7 +25,8 @@ def result(method: str, acc: float, seed: int, *, ratio: float | None = 1.0, con
         bias_evidence=BiasEvidence(5.0, 6.0, 50.0, 2.0, 70.0, 25.0, found, 5.0) if ddb else None,
     )  # fmt: skip
     return RunResult(method, "colored_fmnist", None if control else ratio, seed, "val_pseudo_unbiased", 3, BiasLabelUse(oracle, False), oracle,
-                     {}, {"unbiased_acc": acc}, {}, {"main": 1.0}, {}, notes, {}, {"bias_mode": "independent"} if control else {},
+                     {}, {"unbiased_acc": acc}, {}, {"main": 1.0}, {}, notes, {"weight_decay": wd},
+                     {"bias_mode": "independent"} if control else {},
                      "cpu", {}, "test")  # fmt: skip
 
 
@@ -49,6 +51,13 @@ def test_the_recipe_must_lead_the_best_baseline_by_the_larger_sample_std():
 def test_a_missed_cell_names_the_trainer_when_true_groups_miss_too():
     (v,) = check_targets(cell({**BASELINES, "ddb": [60.0, 61.0, 62.0], "resample_oracle": [71.5, 71.5, 71.5]}), "ddb")
     assert v.met is False and v.stage == "trainer"
+    # a twin at another weight decay is no ceiling of the recipe's trainer: not compared
+    runs = cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}) + cell({"resample_oracle": [71.5, 71.5, 71.5]}, wd=0.0)
+    (v,) = check_targets(runs, "ddb")
+    assert v.stage == "pseudo-groups" and "ran at another weight decay: not compared" in v.evidence
+    # the grid's twin takes the recipe's weight decay on every 28 px set
+    for dataset in FMNIST_28PX:
+        assert resolve_hparams("resample_oracle", dataset)["weight_decay"] == resolve_hparams(RECOMMENDED, dataset)["weight_decay"] == 1e-2
 
 
 def test_stage_rules_separate_generator_ba_and_bias_evidence():
@@ -102,3 +111,13 @@ def test_the_readme_names_the_recommended_recipe_and_the_report_checks_its_goals
     page = _goals_section(cell({**BASELINES, RECOMMENDED: [75.0, 75.5, 76.0], "resample_oracle": [80.0, 80.0, 80.0]}))
     assert "1/1 goals met; 0 incomplete." in page and "<td>rho = 1%</td>" in page and "Failing stage rules" in page
     assert "No run of the recommended recipe" in _goals_section(cell({"erm": [50.0, 51.0]}))
+
+
+def test_a_data_seed_equal_to_the_run_seed_is_the_seed_column_not_a_dataset_option():
+    from diffdebias.collect import dataset_label
+
+    tied = result("erm", 60.0, 2)
+    tied.data_options = {"seed": 2}
+    dev = result("erm", 60.0, 0)
+    dev.data_options = {"seed": 1}
+    assert dataset_label(tied) == "colored_fmnist" and dataset_label(dev) == "colored_fmnist (seed=1)"

@@ -57,7 +57,9 @@ def runs_frame(results: list[RunResult], split: str = "test", policy: str | None
 
 
 def dataset_label(r: RunResult) -> str:
-    """The dataset's name, with its non-default options (e.g. the no-bias control) appended."""
+    """The dataset's name, with its non-default options (e.g. the no-bias control) appended; a data
+    seed equal to the run's seed (a grid whose seed is also the split's) is the seed column, not a
+    dataset option."""
     try:
         defaults = get_entry(r.dataset).options
     except ConfigError:  # a dataset no longer registered: show every option
@@ -65,7 +67,7 @@ def dataset_label(r: RunResult) -> str:
     opts = r.data_options
     if opts.get("bias_mode") == "independent":
         return f"{r.dataset} (no-bias control)"
-    extra = [f"{k}={v}" for k, v in sorted(opts.items()) if k in defaults and defaults[k] != v and k != "cache"]
+    extra = [f"{k}={v}" for k, v in sorted(opts.items()) if k in defaults and defaults[k] != v and k != "cache" and not (k == "seed" and v == r.seed)]
     return r.dataset + (f" ({', '.join(extra)})" if extra else "")
 
 

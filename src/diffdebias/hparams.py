@@ -170,6 +170,8 @@ METHOD_DATASET_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # a convolutional BA (the MLP's misses most corruptions: BA AUROC 0.88 against 0.74 on Corrupted at 1%),
     # next to a cheap MLP probe for the bias evidence
     **{("ddb", d): {"weight_decay": 1e-2, "ba_model": "cnn", "probe_model": "mlp"} for d in FMNIST_28PX},
+    # the oracle twin of `ddb` (its trainer on the TRUE groups, targets.py): the same weight decay
+    **{("resample_oracle", d): {"weight_decay": 1e-2} for d in FMNIST_28PX},
 }
 
 
@@ -182,6 +184,7 @@ DEFAULTS_CHOSEN_WITH_BIAS_LABELS: dict[tuple[str, str], dict[str, str]] = {
     **{("ddb1", d): {"weight_decay": VAL_LABELS} for d in FMNIST_28PX},
     # the recommended recipe's weight decay (1e-2 against 1e-3): BENCHMARKS.md, development runs
     **{("ddb", d): {"weight_decay": DEV_RUNS, "ba_model": DEV_RUNS} for d in FMNIST_28PX},
+    **{("resample_oracle", d): {"weight_decay": DEV_RUNS} for d in FMNIST_28PX},  # ddb's, above
 }
 
 

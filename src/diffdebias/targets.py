@@ -27,7 +27,7 @@ CONTROL_TOLERANCE = 1.5  # points of unbiased accuracy below ERM a no-bias contr
 GOOD_AUROC = 0.9  # a BA ranking below this is called the failing stage
 GENERATOR_GAP = 0.05  # a real-data BA ranking better by this much blames the synthetic images
 STAGE_RULES = (
-    "trainer: the same trainer given the TRUE groups misses the goal too",
+    "trainer: the same trainer at the same weight decay given the TRUE groups misses the goal too",
     f"generator: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and a BA trained on the real images ranks better by {GENERATOR_GAP}+",
     f"BA ranking: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and the real-data BA does no better",
     "bias evidence: the safeguard found no bias (ERM fallback) in some seed although the BA ranks well",
@@ -68,7 +68,7 @@ def evidence_frame(results: list[RunResult]) -> pd.DataFrame:
         extra.append({
             "precision": syn.precision if syn else None, "recall": syn.recall if syn else None,
             "ba_auroc": syn.auroc if syn else None, "real_ba_auroc": real.auroc if real else None,
-            "lift": ev.lift if ev else None, "found": ev.found if ev else None,
+            "lift": ev.lift if ev else None, "found": ev.found if ev else None, "weight_decay": r.hparams.get("weight_decay"),
         })  # fmt: skip
     return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)
 
@@ -130,14 +130,18 @@ def check_targets(results: list[RunResult], recipe: str) -> list[Verdict]:
         margin = rec[0] - ref[0]
         needed = -CONTROL_TOLERANCE if is_control else max(rec[1], ref[1])
         met = (margin >= needed if is_control else margin > needed) if complete else None
-        twin_stats = _stats(cell, f"{twin} (oracle)") if twin else (math.nan, 0.0, 0)
-        text, m = _evidence(rows, twin or "", twin_stats)
+        twin_rows = cell[cell["method"] == f"{twin} (oracle)"]
+        same_settings = set(twin_rows["weight_decay"]) == set(rows["weight_decay"])  # else the twin is no ceiling of this trainer
+        twin_stats = _stats(cell, f"{twin} (oracle)") if twin and same_settings else (math.nan, 0.0, 0)
+        text, m = _evidence(rows, twin if twin and same_settings else "", twin_stats)
+        if twin and not twin_rows.empty and not same_settings:
+            text += f"; {twin} (true groups) ran at another weight decay: not compared"
         stage = ""
         if met is False:
             if is_control:
                 stage = "bias evidence" if m["found_any"] else "ERM fallback"
             else:
-                stage = bias_stage(m, twin_misses=not twin_stats[0] - ref[0] > needed)
+                stage = bias_stage(m, twin_misses=not math.isnan(twin_stats[0]) and not twin_stats[0] - ref[0] > needed)
         out.append(Verdict(base, column, _fmt(*rec), f"{ref_name} {_fmt(*ref)}", margin, needed, met, stage, text))
     return out
 
