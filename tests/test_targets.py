@@ -61,7 +61,8 @@ def test_a_missed_cell_names_the_trainer_when_true_groups_miss_too():
 
 
 def test_stage_rules_separate_generator_ba_and_bias_evidence():
-    good = {"ba_auroc": 0.95, "real_ba_auroc": 0.95, "found_all": 1.0}
+    good = {"ba_auroc": 0.95, "real_ba_auroc": 0.95, "found_all": 1.0, "precision": 80.0, "recall": 96.0}
+    assert bias_stage({**good, "precision": 100.0, "recall": 100.0}, twin_misses=False) == "trainer"  # the true groups, found
     assert bias_stage(good, twin_misses=False) == "pseudo-groups"
     assert bias_stage({**good, "found_all": 0.0}, twin_misses=False) == "bias evidence"
     assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.9}, twin_misses=False) == "generator"

@@ -25,9 +25,11 @@ from .records import RunResult
 LABEL_FREE_BASELINES = ("erm", "gce", "lff", "jtt", "jtt_weighted")
 CONTROL_TOLERANCE = 1.5  # points of unbiased accuracy below ERM a no-bias control may cost
 GOOD_AUROC = 0.9  # a BA ranking below this is called the failing stage
+GOOD_GROUPS = 90.0  # pseudo-conflicting precision and recall (%) at which the groups are not what fails
 GENERATOR_GAP = 0.05  # a real-data BA ranking better by this much blames the synthetic images
 STAGE_RULES = (
-    "trainer: the same trainer at the same weight decay given the TRUE groups misses the goal too",
+    f"trainer: the same trainer at the same weight decay given the TRUE groups misses the goal too, or the pseudo-conflicting set is "
+    f"already near the truth (precision and recall >= {GOOD_GROUPS:g}%)",
     f"generator: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and a BA trained on the real images ranks better by {GENERATOR_GAP}+",
     f"BA ranking: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and the real-data BA does no better",
     "bias evidence: the safeguard found no bias (ERM fallback) in some seed although the BA ranks well",
@@ -101,7 +103,7 @@ def _evidence(rows: pd.DataFrame, twin: str, twin_stats: tuple[float, float, int
 
 def bias_stage(m: dict[str, float], twin_misses: bool) -> str:
     """The failing stage of a missed bias cell (STAGE_RULES)."""
-    if twin_misses:
+    if twin_misses or (m["precision"] >= GOOD_GROUPS and m["recall"] >= GOOD_GROUPS):
         return "trainer"
     if not m["ba_auroc"] >= GOOD_AUROC:
         return "generator" if m["real_ba_auroc"] >= m["ba_auroc"] + GENERATOR_GAP else "BA ranking"
