@@ -7,7 +7,8 @@ in the session that made it; trained again otherwise) and on the real training s
 threshold tau, pseudo-conflicting = misclassified with top-class probability >= tau: how many are
 flagged, and their precision and recall against the true bias-conflicting samples (bias labels for
 this evaluation only). The BA's calibration (ECE, 15 bins) and its error rate on the real
-validation split use class labels only.
+validation split use class labels only; precision and recall are the run's own BA diagnostics
+(inference/bias_amplifier.py) applied to each thresholded set.
 
     python benchmarks/ba_confidence.py runs/bench/cpu/colored_fmnist_r1/ddb/seed2 ... [--json OUT]
 """
@@ -17,17 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from diffdebias.data.base import bias_conflicting
 from diffdebias.data.registry import load_dataset
 from diffdebias.engine.loop import Engine
+from diffdebias.engine.metrics import ECE_BINS
+from diffdebias.inference.bias_amplifier import diagnostics, infer_groups
 from diffdebias.runtime import resolve_device
-from diffdebias.stages.bias_amplifier import ba_training_data, choose_ba_augment
+from diffdebias.stages.bias_amplifier import ba_training_data, choose_ba_augment, train_bias_amplifier
 
 TAUS = (0.0, 0.5, 0.7, 0.9, 0.95, 0.99)
 
@@ -38,23 +41,22 @@ def confidence_table(run_dir: Path) -> dict:
     data = load_dataset(cfg["dataset"], root=cfg["root"], ratio=cfg["ratio"], **cfg["data_options"])
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(data, Path(tmp), cfg["seed"], resolve_device(hp["device"]), quiet=True)
-        _, model = choose_ba_augment(engine, hp, ba_training_data(engine, hp, hp["ba_source"]))
+        ba_data = ba_training_data(engine, hp, hp["ba_source"])
+        augment, model = choose_ba_augment(engine, hp, ba_data)  # as the run's own BA stage: trained here unless `auto` did
+        model = model or train_bias_amplifier(engine, hp, hp["ba_source"], ba_data, augment)
         train, val = data.split("train"), data.split("val")
-        probs = {s.name: torch.softmax(engine.logits(model, s, hp["eval_batch_size"]).float(), 1) for s in (train, val)}
-    truth = bias_conflicting(train.y.numpy(), train.b.numpy(), data.aligned_bias())
-    pmax, pred = probs["train"].max(1)
-    wrong = (pred != train.y).numpy()
+        logits = {s.name: engine.logits(model, s, hp["eval_batch_size"]).float() for s in (train, val)}
+    inferred = infer_groups(logits["train"], train.y)  # pseudo-conflicting = misclassified (tau 0)
+    pmax = torch.softmax(logits["train"], 1).max(1).values
     rows = []
     for tau in TAUS:
-        flag = wrong & (pmax.numpy() >= tau)
-        tp = int((flag & truth).sum())
-        rows.append({"tau": tau, "flagged": int(flag.sum()), "precision": round(100 * tp / max(int(flag.sum()), 1), 2),
-                     "recall": round(100 * tp / max(int(truth.sum()), 1), 2)})  # fmt: skip
-    vp = probs["val"]
-    ece = float(multiclass_calibration_error(vp, val.y, vp.shape[1], n_bins=15, norm="l1"))
+        d = diagnostics(replace(inferred, conflicting=inferred.conflicting & (pmax >= tau)), train, data.aligned_bias())
+        rows.append({"tau": tau, "flagged": d.num_flagged, "precision": d.precision, "recall": d.recall})
+    vp = torch.softmax(logits["val"], 1)
+    ece = float(multiclass_calibration_error(vp, val.y, vp.shape[1], n_bins=ECE_BINS, norm="l1"))
     val_wrong = vp.argmax(1) != val.y
     confident = {tau: round(100 * float((vp.max(1).values[val_wrong] >= tau).float().mean()), 2) for tau in TAUS[1:]}
-    return {"run": str(run_dir), "dataset": cfg["dataset"], "ratio": cfg["ratio"], "seed": cfg["seed"], "true_conflicting": int(truth.sum()),
+    return {"run": str(run_dir), "dataset": cfg["dataset"], "ratio": cfg["ratio"], "seed": cfg["seed"], "true_conflicting": d.num_conflicting,
             "by_tau": rows, "val_ece": round(100 * ece, 2), "val_error": round(100 * float(val_wrong.float().mean()), 2),
             "val_errors_confident_at": confident}  # fmt: skip
 
