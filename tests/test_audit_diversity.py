@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffdebias.audit import diversity, manifold_coverage, mean_pairwise_distance
+from diffdebias.audit import diversity, diversity_summary, manifold_coverage, mean_pairwise_distance
 from diffdebias.data.base import ImageSpec, TensorSplit
 
 
@@ -27,6 +27,7 @@ def test_diversity_is_one_for_the_real_images_and_zero_spread_for_copies():
     real = TensorSplit("train", images, y, torch.zeros_like(y), ImageSpec(4, 1, (0.5,), (0.5,)))
     same = diversity(images, y.numpy(), real, 2)
     assert same["spread"] == 1.0 and same["precision"] == 100.0 and same["recall"] == 100.0 and set(same["per_class"]) == {"0", "1"}
+    assert diversity_summary(same) == "spread 1.00, k-NN precision 100.0%, recall 100.0%"
     copies = images[y == 0][:1].repeat(40, 1, 1, 1)  # one image of class 0, forty times, all labelled 0
     one = diversity(copies, np.zeros(40, dtype=int), real, 2)
     assert set(one["per_class"]) == {"0"} and one["spread"] == 0.0 and one["recall"] == 5.0  # 1 of 20 real images: the copied one

@@ -78,6 +78,11 @@ def diversity(synth: torch.Tensor, synth_y: np.ndarray, real: TensorSplit, num_c
     return {**means, "k": KNN, "per_class": per_class}
 
 
+def diversity_summary(div: dict) -> str:
+    """'spread S, k-NN precision P%, recall R%' of `diversity`'s means."""
+    return f"spread {div['spread']:.2f}, k-NN precision {div['precision']:.1f}%, recall {div['recall']:.1f}%"
+
+
 def channel_max_view(split: TensorSplit) -> TensorSplit:
     """Remove a colour tint: every channel becomes the per-pixel maximum over channels."""
     gray = split.images.amax(dim=1, keepdim=True).expand_as(split.images).contiguous()

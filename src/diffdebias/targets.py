@@ -76,8 +76,10 @@ def evidence_frame(results: list[RunResult]) -> pd.DataFrame:
 
 
 def _stats(frame: pd.DataFrame, method: str) -> tuple[float, float, int]:
-    vals = pd.to_numeric(frame.loc[frame["method"] == method, "unbiased_acc"], errors="coerce").dropna()
-    return (float(vals.mean()) if len(vals) else math.nan), seed_std(vals), len(vals)
+    """(mean, sample std, seeds) of `method`'s test unbiased accuracy in `frame`."""
+    rows = frame[frame["method"] == method]
+    vals = pd.to_numeric(rows["unbiased_acc"], errors="coerce").dropna()
+    return _mean(rows, "unbiased_acc"), seed_std(vals), len(vals)
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -132,18 +134,18 @@ def check_targets(results: list[RunResult], recipe: str) -> list[Verdict]:
         margin = rec[0] - ref[0]
         needed = -CONTROL_TOLERANCE if is_control else max(rec[1], ref[1])
         met = (margin >= needed if is_control else margin > needed) if complete else None
-        twin_rows = cell[cell["method"] == f"{twin} (oracle)"]
-        same_settings = set(twin_rows["weight_decay"]) == set(rows["weight_decay"])  # else the twin is no ceiling of this trainer
-        twin_stats = _stats(cell, f"{twin} (oracle)") if twin and same_settings else (math.nan, 0.0, 0)
-        text, m = _evidence(rows, twin if twin and same_settings else "", twin_stats)
-        if twin and not twin_rows.empty and not same_settings:
+        twin_rows = cell[cell["method"] == f"{twin} (oracle)"] if twin else cell.iloc[:0]
+        compared = not twin_rows.empty and set(twin_rows["weight_decay"]) == set(rows["weight_decay"])  # else no ceiling of this trainer
+        twin_stats = _stats(cell, f"{twin} (oracle)") if compared else (math.nan, 0.0, 0)
+        text, m = _evidence(rows, twin if compared else "", twin_stats)
+        if not twin_rows.empty and not compared:
             text += f"; {twin} (true groups) ran at another weight decay: not compared"
         stage = ""
         if met is False:
             if is_control:
                 stage = "bias evidence" if m["found_any"] else "ERM fallback"
             else:
-                stage = bias_stage(m, twin_misses=not math.isnan(twin_stats[0]) and not twin_stats[0] - ref[0] > needed)
+                stage = bias_stage(m, twin_misses=compared and not twin_stats[0] - ref[0] > needed)
         out.append(Verdict(base, column, _fmt(*rec), f"{ref_name} {_fmt(*ref)}", margin, needed, met, stage, text))
     return out
 

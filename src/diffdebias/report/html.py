@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from ..audit import audit_synthetic, train_judges
+from ..audit import audit_synthetic, diversity_summary, train_judges
 from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, seed_std, summary_table
 from ..data.registry import load_dataset
 from ..errors import RunError
@@ -299,8 +299,7 @@ def _audit_section(results: list[RunResult], loader: _DataCache, directory: Path
 
 def diversity_text(audit: dict) -> str:
     """'; spread S, k-NN precision P%, recall R%' of an audit (empty for one made before diversity was measured)."""
-    d = audit.get("diversity")
-    return f"; spread {d['spread']:.2f}, k-NN precision {d['precision']:.1f}%, recall {d['recall']:.1f}%" if d else ""
+    return f"; {diversity_summary(audit['diversity'])}" if audit.get("diversity") else ""
 
 
 def _ba_section(results: list[RunResult]) -> str:
