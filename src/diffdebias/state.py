@@ -72,6 +72,11 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         raise RunError(f"{path}: checkpoint cannot be read ({exc}); delete it to start the stage again") from None
 
 
+def weights_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model's weights, which later training steps cannot change."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def save_weights(path: str | os.PathLike, weights: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """A state dict of weights only, as a plain safetensors file (loadable by other tools)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}

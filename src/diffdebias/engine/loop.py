@@ -26,7 +26,7 @@ from ..records import Notes
 from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
 from ..trainers.base import Trainer, TrainerContext, TrainerInputs
 from ..runtime import all_finite, channels_last_input, derived_seed, seed_everything, speed_settings
-from ..state import load_state, save_state, save_weights
+from ..state import load_state, save_state, save_weights, weights_copy
 from .augment import build_augment
 from .metrics import classification_metrics, pseudo_group_metrics
 from .selection import get_policy, select_epoch
@@ -183,7 +183,7 @@ class Engine:
             score = row.get("val", {}).get(policy.val_metric) if policy.val_metric else None
             if score is not None and (state["best_score"] is None or score > state["best_score"]):
                 state["best_score"] = score
-                state["best_weights"] = {k: v.detach().cpu().clone() for k, v in trainer.eval_model().state_dict().items()}
+                state["best_weights"] = weights_copy(trainer.eval_model())
             state["epoch"] = epoch + 1
             if state["epoch"] % hp["checkpoint_every"] == 0 or state["epoch"] == hp["epochs"]:
                 self._checkpoint(ckpt, trainer, gen, schedulers, state)

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..records import DFRNote
 from ..runtime import derived_seed
 from ..stages.bias_amplifier import ba_sources, bias_amplifier_groups, no_bias_found
+from ..state import weights_copy
 from ..trainers import ERM, LastLayer, TrainerInputs
 from .base import Recipe
 
@@ -46,7 +47,7 @@ class DFR(Recipe):
         groups = self.val_groups(engine, hp)
         head_hp = {**hp, "epochs": hp["dfr_epochs"], "selection": "last"}
         base = engine.train_stage("base", ERM, {**hp, "selection": "last"})
-        weights = {k: v.detach().cpu().clone() for k, v in base.trainer.eval_model().state_dict().items()}
+        weights = weights_copy(base.trainer.eval_model())
         halves = torch.randperm(len(val), generator=torch.Generator().manual_seed(derived_seed(engine.seed, "dfr/halves")))
         fit, score = halves[: len(val) // 2], halves[len(val) // 2 :]
         rows = []
