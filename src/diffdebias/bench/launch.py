@@ -13,8 +13,9 @@ import os
 import socket
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
@@ -68,10 +69,6 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def _run_spec_star(args: tuple) -> Outcome:
-    return run_spec(*args)
-
-
 def _reporter(specs: list[RunSpec], echo: Callable) -> tuple[list[Outcome], Callable[[Outcome], None]]:
     """The outcomes list and a `report` that appends to it and echoes one progress line."""
     outcomes: list[Outcome] = []
@@ -85,28 +82,54 @@ def _reporter(specs: list[RunSpec], echo: Callable) -> tuple[list[Outcome], Call
 
 
 def local(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = True, echo: Callable = print) -> list[Outcome]:
-    """In this process, or in `jobs` processes; with jobs > 1 one run per distinct generator goes
-    first, alone, so that parallel runs find the generator cached instead of training it twice."""
+    """In this process, or in `jobs` processes scheduled as `plan` says: the runs that train a
+    distinct generator and the runs that train none are queued at once (in that order), and the
+    runs reusing a generator follow when its run has finished, so that they find it cached; no
+    worker waits while another trains a generator."""
     outcomes, report = _reporter(specs, echo)
     if jobs <= 1:
         for spec in specs:
             report(run_spec(spec, out, quiet))
         return outcomes
-    first, rest, seen = [], [], set()
-    for spec in specs:
-        key = generator_key(spec)
-        if key is not None and key not in seen and not is_complete(Path(out) / spec.run_dir):
-            seen.add(key)
-            first.append(spec)
-        else:
-            rest.append(spec)
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the cores shared out, not every worker on all of them
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_set_threads, initargs=(threads,)) as pool:
-        for o in pool.map(_run_spec_star, [(s, out, quiet) for s in first]):
-            report(o)
-        for o in pool.map(_run_spec_star, [(s, out, quiet) for s in rest]):
-            report(o)
+        schedule(pool, partial(run_spec, out=out, quiet=quiet), *plan(specs, out, report), report)
     return outcomes
+
+
+def schedule(pool: Executor, run: Callable[[RunSpec], Outcome], trainers: list[tuple[RunSpec, tuple]], independent: list[RunSpec],
+             waiting: dict, report: Callable[[Outcome], None]) -> None:  # fmt: skip
+    """Submit `plan`'s runs to `pool`: the generator trainers, then the independent runs, and each
+    trainer's waiters once it has finished; report every outcome as it comes."""
+    running = {pool.submit(run, spec): key for spec, key in trainers}
+    running.update({pool.submit(run, spec): None for spec in independent})
+    while running:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            report(future.result())
+            for waiter in waiting.pop(running.pop(future), []):
+                running[pool.submit(run, waiter)] = None
+
+
+def plan(specs: list[RunSpec], out: str, report: Callable[[Outcome], None]) -> tuple[list[tuple[RunSpec, tuple]], list[RunSpec], dict]:
+    """Complete runs reported as skipped; the rest as (runs that train a distinct generator, with its
+    key; runs that train none; generator key -> the runs that reuse that generator)."""
+    trainers: list[tuple[RunSpec, tuple]] = []
+    independent: list[RunSpec] = []
+    waiting: dict[tuple | None, list[RunSpec]] = {}
+    for spec in specs:
+        if is_complete(Path(out) / spec.run_dir):
+            report(Outcome(spec, "skipped"))
+            continue
+        key = generator_key(spec)
+        if key is None:
+            independent.append(spec)
+        elif key in waiting:
+            waiting[key].append(spec)
+        else:
+            waiting[key] = []
+            trainers.append((spec, key))
+    return trainers, independent, waiting
 
 
 # Read by the runs; set on every Ray worker as on the driver (paths made absolute, since a
@@ -179,19 +202,7 @@ def ray_launcher(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = Tr
     follow once it has finished, so that they find the generator cached, and the runs that train no
     generator are queued at once. Ctrl-C cancels the outstanding tasks (interrupted runs resume on rerun)."""
     outcomes, report = _reporter(specs, echo)
-    trainers, independent, waiting = [], [], {}  # waiting: generator key -> runs that reuse it
-    for spec in specs:
-        if is_complete(Path(out) / spec.run_dir):
-            report(Outcome(spec, "skipped"))
-            continue
-        key = generator_key(spec)
-        if key is None:
-            independent.append(spec)
-        elif key in waiting:
-            waiting[key].append(spec)
-        else:
-            waiting[key] = []
-            trainers.append((spec, key))
+    trainers, independent, waiting = plan(specs, out, report)
     if not (trainers or independent):
         return outcomes
     try:
