@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from diffdebias.bench import expand, get_preset
 from diffdebias.bench.launch import Outcome, generator_key, plan, schedule

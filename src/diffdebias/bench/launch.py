@@ -98,7 +98,7 @@ def local(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = True, ech
 
 
 def schedule(pool: Executor, run: Callable[[RunSpec], Outcome], trainers: list[tuple[RunSpec, tuple]], independent: list[RunSpec],
-             waiting: dict, report: Callable[[Outcome], None]) -> None:  # fmt: skip
+             waiting: dict[tuple, list[RunSpec]], report: Callable[[Outcome], None]) -> None:  # fmt: skip
     """Submit `plan`'s runs to `pool`: the generator trainers, then the independent runs, and each
     trainer's waiters once it has finished; report every outcome as it comes."""
     running = {pool.submit(run, spec): key for spec, key in trainers}
@@ -111,12 +111,13 @@ def schedule(pool: Executor, run: Callable[[RunSpec], Outcome], trainers: list[t
                 running[pool.submit(run, waiter)] = None
 
 
-def plan(specs: list[RunSpec], out: str, report: Callable[[Outcome], None]) -> tuple[list[tuple[RunSpec, tuple]], list[RunSpec], dict]:
+def plan(specs: list[RunSpec], out: str,
+         report: Callable[[Outcome], None]) -> tuple[list[tuple[RunSpec, tuple]], list[RunSpec], dict[tuple, list[RunSpec]]]:  # fmt: skip
     """Complete runs reported as skipped; the rest as (runs that train a distinct generator, with its
     key; runs that train none; generator key -> the runs that reuse that generator)."""
     trainers: list[tuple[RunSpec, tuple]] = []
     independent: list[RunSpec] = []
-    waiting: dict[tuple | None, list[RunSpec]] = {}
+    waiting: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
         if is_complete(Path(out) / spec.run_dir):
             report(Outcome(spec, "skipped"))
