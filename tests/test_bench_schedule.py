@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from diffdebias.bench import expand, get_preset
 from diffdebias.bench.launch import Outcome, generator_key, plan, schedule
@@ -56,7 +57,7 @@ def test_schedule_keeps_every_worker_busy_and_reusers_wait_for_their_generator(t
 
     reported: list[Outcome] = []
     with ThreadPoolExecutor(2) as pool:
-        schedule(pool, run, trainers, independent, waiting, reported.append)
+        schedule(partial(pool.submit, run), trainers, independent, waiting, reported.append)
     order = {(kind, id(spec)): i for i, (kind, spec) in enumerate(events)}
     assert sorted(id(o.spec) for o in reported) == sorted(map(id, every))
     for spec, key in trainers:

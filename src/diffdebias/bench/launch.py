@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
@@ -93,22 +93,23 @@ def local(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = True, ech
         return outcomes
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the cores shared out, not every worker on all of them
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_set_threads, initargs=(threads,)) as pool:
-        schedule(pool, partial(run_spec, out=out, quiet=quiet), *plan(specs, out, report), report)
+        schedule(partial(pool.submit, partial(run_spec, out=out, quiet=quiet)), *plan(specs, out, report), report)
     return outcomes
 
 
-def schedule(pool: Executor, run: Callable[[RunSpec], Outcome], trainers: list[tuple[RunSpec, tuple]], independent: list[RunSpec],
+def schedule(submit: Callable[[RunSpec], Future], trainers: list[tuple[RunSpec, tuple]], independent: list[RunSpec],
              waiting: dict[tuple, list[RunSpec]], report: Callable[[Outcome], None]) -> None:  # fmt: skip
-    """Submit `plan`'s runs to `pool`: the generator trainers, then the independent runs, and each
-    trainer's waiters once it has finished; report every outcome as it comes."""
-    running = {pool.submit(run, spec): key for spec, key in trainers}
-    running.update({pool.submit(run, spec): None for spec in independent})
+    """Start `plan`'s runs with `submit` (a future of the run's Outcome): the generator trainers,
+    then the independent runs, and each trainer's waiters once it has finished; report every
+    outcome as it comes. Every launcher schedules through here."""
+    running = {submit(spec): key for spec, key in trainers}
+    running.update({submit(spec): None for spec in independent})
     while running:
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             report(future.result())
             for waiter in waiting.pop(running.pop(future), []):
-                running[pool.submit(run, waiter)] = None
+                running[submit(waiter)] = None
 
 
 def plan(specs: list[RunSpec], out: str,
@@ -212,29 +213,28 @@ def ray_launcher(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = Tr
         raise ConfigError("the ray launcher needs Ray: pip install 'diffdebias[ray]' (or pip install ray)") from None
     out = str(Path(out).resolve())  # the workers' working directory may differ from ours
     started = _connect_ray(ray, address or os.environ.get("RAY_ADDRESS"), jobs, quiet)
-    running: dict = {}  # ObjectRef -> (spec, submit time, generator key it trains or None)
+    refs: list = []  # every task submitted, cancelled on Ctrl-C
     try:
         task, gpus = ray.remote(max_retries=1)(run_spec), ray.cluster_resources().get("GPU", 0)
 
-        def submit(spec: RunSpec, trains: tuple | None = None) -> None:
-            ref = task.options(**_ray_resources(spec, gpus)).remote(spec, out, quiet)
-            running[ref] = (spec, time.perf_counter(), trains)
+        def submit(spec: RunSpec) -> Future:
+            """The task's Outcome as a Future; a task that returns none (the worker crashed, could not
+            import diffdebias, was cancelled, ...) is a failed outcome, so that `schedule` never hangs."""
+            t0, outcome = time.perf_counter(), Future()
+            refs.append(task.options(**_ray_resources(spec, gpus)).remote(spec, out, quiet))
 
-        for spec, key in trainers:  # queued first, so they start first
-            submit(spec, key)
-        for spec in independent:
-            submit(spec)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            spec, t0, trains = running.pop(ready[0])
-            try:
-                report(ray.get(ready[0]))
-            except ray.exceptions.RayError as exc:  # the worker crashed, could not import diffdebias, ...
-                report(Outcome(spec, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
-            for waiter in waiting.pop(trains, []):
-                submit(waiter)
+            def settle(ref_future: Future) -> None:
+                try:
+                    outcome.set_result(ref_future.result())
+                except Exception as exc:  # run_spec itself never raises: the task did not run to its end
+                    outcome.set_result(Outcome(spec, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
+
+            refs[-1].future().add_done_callback(settle)
+            return outcome
+
+        schedule(submit, trainers, independent, waiting, report)
     except KeyboardInterrupt:
-        for ref in running:
+        for ref in refs:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         raise
