@@ -221,7 +221,8 @@ def ray_launcher(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = Tr
             """The task's Outcome as a Future; a task that returns none (the worker crashed, could not
             import diffdebias, was cancelled, ...) is a failed outcome, so that `schedule` never hangs."""
             t0, outcome = time.perf_counter(), Future()
-            refs.append(task.options(**_ray_resources(spec, gpus)).remote(spec, out, quiet))
+            ref = task.options(**_ray_resources(spec, gpus)).remote(spec, out, quiet)
+            refs.append(ref)
 
             def settle(ref_future: Future) -> None:
                 try:
@@ -229,7 +230,7 @@ def ray_launcher(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = Tr
                 except Exception as exc:  # run_spec itself never raises: the task did not run to its end
                     outcome.set_result(Outcome(spec, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
 
-            refs[-1].future().add_done_callback(settle)
+            ref.future().add_done_callback(settle)
             return outcome
 
         schedule(submit, trainers, independent, waiting, report)
