@@ -4,9 +4,11 @@ Before anything runs, every run archived in `--archive` (results.json, config.js
 COMPLETE) is copied back into `--out`, so `bench` skips it; after each cell, every finished run of
 that cell is archived. Cells go in ORDER (rho = 1% of each dataset first, then the no-bias controls,
 then the other ratios), each cell as one `diffdebias bench --preset cpu --only 'CELL/*'` call, so
-that its three generators (one per seed) train side by side before its runs.
+that its three generators (one per seed) train side by side before its runs. With `--workers W`,
+W such calls run at once, each taking the next cell in order when its last one ends (W workers of
+`--jobs 1` keep W cores busy; one call with `--jobs W` idles cores while a cell's last run ends).
 
-    OMP_NUM_THREADS=1 python benchmarks/cpu_grid.py --out runs/bench/cpu --archive benchmarks/results/cpu_grid --jobs 2
+    OMP_NUM_THREADS=1 python benchmarks/cpu_grid.py --out runs/bench/cpu --archive benchmarks/results/cpu_grid --workers 2 --jobs 1
 
 Run it from a frozen checkout (a `git worktree` with PYTHONPATH=WORKTREE/src): a bench process must
 never import code that is being edited.
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from diffdebias.bench.presets import CPU_CELLS, RATIOS
@@ -47,17 +51,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench/cpu"))
     ap.add_argument("--archive", type=Path, default=Path("benchmarks/results/cpu_grid"))
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once within one cell (bench --jobs)")
+    ap.add_argument("--workers", type=int, default=1, help="cells at once, each worker taking the next cell in order")
     ap.add_argument("--cells", nargs="*", default=ORDER, help="cell tags to run, in order (default: all, in ORDER)")
     args = ap.parse_args()
     unknown = sorted(set(args.cells) - set(ORDER))
     if unknown:
         sys.exit(f"unknown cell(s) {unknown}; valid: {', '.join(ORDER)}")
     print(f"restored {copy_records(args.archive, args.out) if args.archive.exists() else 0} archived runs into {args.out}", flush=True)
+    cells: queue.SimpleQueue[str] = queue.SimpleQueue()
     for cell in args.cells:
-        cmd = [sys.executable, "-m", "diffdebias.cli", "bench", "--preset", "cpu", "--out", str(args.out), "--jobs", str(args.jobs), "--only", f"{cell}/*"]
-        code = subprocess.call(cmd)
-        print(f"{cell}: bench exited {code}; archived {copy_records(args.out / cell, args.archive / cell)} new runs", flush=True)
+        cells.put(cell)
+
+    def worker() -> None:
+        while True:
+            try:
+                cell = cells.get_nowait()
+            except queue.Empty:
+                return
+            cmd = [sys.executable, "-m", "diffdebias.cli", "bench", "--preset", "cpu", "--out", str(args.out), "--jobs", str(args.jobs), "--only", f"{cell}/*"]
+            code = subprocess.call(cmd)
+            print(f"{cell}: bench exited {code}; archived {copy_records(args.out / cell, args.archive / cell)} new runs", flush=True)
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, args.workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from diffdebias.bench import expand, get_preset
-from diffdebias.bench.launch import Outcome, generator_key, plan, schedule
+from diffdebias.bench.launch import Outcome, generator_key, local, plan, schedule
 from diffdebias.bench.presets import RunSpec
 
 
@@ -63,3 +64,18 @@ def test_schedule_keeps_every_worker_busy_and_reusers_wait_for_their_generator(t
     for spec, key in trainers:
         for reuser in reusers[key]:
             assert order[("start", id(reuser))] > order[("end", id(spec))]
+
+
+def test_one_job_runs_each_generators_reusers_right_after_it(tmp_path, monkeypatch):
+    """With one job, the runs that train no generator come first, then generator by generator its
+    trainer and reusers, so a grid stopped part-way leaves at most one generator to retrain."""
+    specs = _cell()
+    ran: list[RunSpec] = []
+    monkeypatch.setattr(sys.modules["diffdebias.bench.launch"], "run_spec", lambda spec, out, quiet: ran.append(spec) or Outcome(spec, "done"))
+    outcomes = local(specs, str(tmp_path), jobs=1, echo=lambda line: None)
+    assert sorted(map(id, ran)) == sorted(map(id, specs)) and len(outcomes) == len(specs)
+    keys = [generator_key(s) for s in ran]
+    first = keys.index(next(k for k in keys if k is not None))
+    assert all(k is None for k in keys[:first]) and all(k is not None for k in keys[first:])
+    blocks = [k for i, k in enumerate(keys[first:]) if i == 0 or k != keys[first + i - 1]]
+    assert len(blocks) == len(set(blocks)) == 3  # each generator's runs contiguous, the trainer first

@@ -85,10 +85,10 @@ def local(specs: list[RunSpec], out: str, jobs: int = 1, quiet: bool = True, ech
     """In this process, or in `jobs` processes scheduled as `plan` says: the runs that train a
     distinct generator and the runs that train none are queued at once (in that order), and the
     runs reusing a generator follow when its run has finished, so that they find it cached; no
-    worker waits while another trains a generator."""
+    worker waits while another trains a generator. In this process, in `sequential` order."""
     outcomes, report = _reporter(specs, echo)
     if jobs <= 1:
-        for spec in specs:
+        for spec in sequential(*plan(specs, out, report)):
             report(run_spec(spec, out, quiet))
         return outcomes
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the cores shared out, not every worker on all of them
@@ -110,6 +110,14 @@ def schedule(submit: Callable[[RunSpec], Future], trainers: list[tuple[RunSpec, 
             report(future.result())
             for waiter in waiting.pop(running.pop(future), []):
                 running[submit(waiter)] = None
+
+
+def sequential(trainers: list[tuple[RunSpec, tuple]], independent: list[RunSpec], waiting: dict[tuple, list[RunSpec]]) -> list[RunSpec]:
+    """`plan`'s runs one after another: the runs that train no generator, then each generator's
+    trainer followed by its reusers. A grid stopped part-way (a session's end, on a machine whose
+    cache does not survive) so leaves at most one generator with unfinished reusers to retrain,
+    not every generator of the cell."""
+    return independent + [s for trainer, key in trainers for s in (trainer, *waiting[key])]
 
 
 def plan(specs: list[RunSpec], out: str,
