@@ -201,6 +201,21 @@ def test_report_is_one_self_contained_file(report_html):
     assert "Integrated Gradients" in text and "codecarbon" in text and "no-bias control" in text
 
 
+def test_report_of_an_archive_without_weights(smoke_bench, tmp_path):
+    """benchmarks/results keeps each run's records only (results.json, config.json, config.yaml,
+    COMPLETE): the report is built from them, with a note where the attribution maps need weights."""
+    for done in smoke_bench["out"].rglob("COMPLETE"):
+        if (done.parent / "results.json").exists():
+            target = tmp_path / done.parent.relative_to(smoke_bench["out"])
+            target.mkdir(parents=True)
+            for name in ("results.json", "config.json", "config.yaml", "COMPLETE"):
+                shutil.copy(done.parent / name, target / name)
+    res = CliRunner().invoke(main, ["report", str(tmp_path), "--no-audit"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "report.html").read_text()
+    assert 'id="attribution"' in text and "no maps, the weights of erm" in text and "are not under this folder" in text
+
+
 def test_report_renders_in_headless_chromium(report_html, tmp_path):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail("chromium / chromium-driver are not installed: `bash scripts/setup.sh --test` installs them (apt-get install chromium chromium-driver)")

@@ -33,7 +33,7 @@ from .hparams import resolve_hparams
 from .models import build_model
 from .paths import cache_home
 from .runtime import resolve_device
-from .state import load_weights
+from .state import load_weights, stage_weights
 from .trainers import ERM, GroupDRO, TrainerInputs
 
 
@@ -124,7 +124,7 @@ def train_judges(data: BiasedDataset, epochs: int = 10, quiet: bool = True) -> d
             train = jdata.split("train")
             result = engine.train_stage("main", GroupDRO, hp, inputs=TrainerInputs(groups=train.y * jdata.num_bias + train.b))
         model = build_model(hp["model"], jdata.num_classes, jdata.spec).to(device)
-        model.load_state_dict(load_weights(base / kind / "main.model.safetensors"))
+        model.load_state_dict(load_weights(stage_weights(base / kind, "main")))
         judges[kind] = {"model": model.eval(), "test_acc": result.selected["test"]["avg_acc"], "engine": engine, "data": jdata, "method": method}
     return judges
 

@@ -77,6 +77,11 @@ def weights_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def stage_weights(run_dir: str | os.PathLike, stage: str) -> Path:
+    """The file of a training stage's selected weights in a run directory (`main`, `base`, ...)."""
+    return Path(run_dir) / f"{stage}.model.safetensors"
+
+
 def save_weights(path: str | os.PathLike, weights: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """A state dict of weights only, as a plain safetensors file (loadable by other tools)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}

@@ -26,7 +26,7 @@ from ..records import Notes
 from ..io import append_jsonl, check_output_dir, remove_stale_temps, write_json_atomic, write_text_atomic
 from ..trainers.base import Trainer, TrainerContext, TrainerInputs
 from ..runtime import all_finite, channels_last_input, derived_seed, seed_everything, speed_settings
-from ..state import load_state, save_state, save_weights, weights_copy
+from ..state import load_state, save_state, save_weights, stage_weights, weights_copy
 from .augment import build_augment
 from .metrics import classification_metrics, pseudo_group_metrics
 from .selection import get_policy, select_epoch
@@ -117,7 +117,7 @@ class Engine:
         weights = best if best is not None else trainer.eval_model().state_dict()
         self.stage_times[stage] = state["elapsed"]
         if self.dist.is_main:
-            save_weights(self.run_dir / f"{stage}.model.safetensors", weights, {"epoch": str(selected["epoch"])})
+            save_weights(stage_weights(self.run_dir, stage), weights, {"epoch": str(selected["epoch"])})
             write_json_atomic(done, {"selected": selected, "wall_time_s": state["elapsed"], "epochs": len(state["history"])})
         self.dist.barrier()  # the stage's files exist before any process goes on
         return StageResult(stage, trainer, state["history"], selected, state["elapsed"])

@@ -18,13 +18,13 @@ from torch import nn
 from ..data.base import BiasedDataset
 from ..models import build_model
 from ..records import RunResult
-from ..state import load_weights
+from ..state import load_weights, stage_weights
 
 
 def load_classifier(run_dir: Path, result: RunResult, data: BiasedDataset) -> nn.Module:
     """The selected weights of a run's main stage."""
     model = build_model(result.hparams["model"], data.num_classes, data.spec)
-    model.load_state_dict(load_weights(Path(run_dir) / "main.model.safetensors"))
+    model.load_state_dict(load_weights(stage_weights(run_dir, "main")))
     return model.eval()
 
 

@@ -30,6 +30,7 @@ from ..recipes import RECOMMENDED
 from ..records import RunResult
 from ..targets import RULES_TEXT, check_targets, goals_text, tally, verdicts_frame
 from ..io import write_json_atomic, write_text_atomic
+from ..state import stage_weights
 from . import figures
 from .attribution import attribution_maps, conflicting_test_indices, load_classifier, method_name
 
@@ -340,6 +341,12 @@ def _attribution_section(results: list[RunResult], frame: pd.DataFrame, loader: 
             continue
         pick = {m: next(r for r in results if dataset_label(r) == dataset and r.method == m and r.seed == seed
                         and (r.ratio == ratio or (r.ratio is None and pd.isna(ratio)))) for m in ("erm", best)}  # fmt: skip
+        ratio_s = _ratio(None if pd.isna(ratio) else ratio)
+        gone = [m for m, r in pick.items() if not stage_weights(r.run_dir, "main").exists()]
+        if gone:  # an archive of records (benchmarks/results) keeps no weights
+            parts.append(f'<p class="note">{html.escape(str(dataset))}, ratio {ratio_s}: no maps, the weights of {html.escape(", ".join(gone))} '
+                         f"(seed {seed}) are not under this folder.</p>")  # fmt: skip
+            continue
         data = loader.get(pick["erm"])
         idx = conflicting_test_indices(data, ATTRIBUTION_IMAGES)
         if len(idx) == 0:
@@ -355,7 +362,6 @@ def _attribution_section(results: list[RunResult], frame: pd.DataFrame, loader: 
             columns.append((f"{m} ({method_name(model)})", attribution_maps(model, x.clone(), y), [data.class_names[p] for p in preds]))
         bias_names = data.bias_names or [str(v) for v in range(data.num_bias)]
         labels = [f"{data.class_names[int(c)]} / {bias_names[int(v)]}" for c, v in zip(y, b)]
-        ratio_s = _ratio(None if pd.isna(ratio) else ratio)
         parts.append(f"<h3>{html.escape(str(dataset))}, ratio {ratio_s}, seed {seed}: ERM vs {html.escape(best)} "
                      "(titles: true class / bias value; map titles: the model's prediction)</h3>")  # fmt: skip
         parts.append(f'<img class="fig" alt="attribution maps" src="{figures.attribution_grid(raw, columns, labels)}">')
