@@ -3,10 +3,11 @@
 Before anything runs, every run archived in `--archive` (results.json, config.json, config.yaml,
 COMPLETE) is copied back into `--out`, so `bench` skips it; after each cell, every finished run of
 that cell is archived. Cells go in ORDER (rho = 1% of each dataset first, then the no-bias controls,
-then the other ratios), each cell as one `diffdebias bench --preset cpu --only 'CELL/*'` call, so
-that its three generators (one per seed) train side by side before its runs. With `--workers W`,
-W such calls run at once, each taking the next cell in order when its last one ends (W workers of
-`--jobs 1` keep W cores busy; one call with `--jobs W` idles cores while a cell's last run ends).
+then the other ratios), each cell as one `diffdebias bench --preset cpu --only 'CELL/*'` call (with
+`--jobs N` its three generators, one per seed, train side by side before their reusers; with one job
+one after another, each followed by its reusers). With `--workers W`, W such calls run at once, each
+taking the next cell in order when its last one ends (W workers of `--jobs 1` keep W cores busy; one
+call with `--jobs W` idles cores while a cell's last run ends).
 
     OMP_NUM_THREADS=1 python benchmarks/cpu_grid.py --out runs/bench/cpu --archive benchmarks/results/cpu_grid --workers 2 --jobs 1
 
@@ -18,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import queue
 import subprocess
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from diffdebias.bench.presets import CPU_CELLS, RATIOS
@@ -59,25 +59,14 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown cell(s) {unknown}; valid: {', '.join(ORDER)}")
     print(f"restored {copy_records(args.archive, args.out) if args.archive.exists() else 0} archived runs into {args.out}", flush=True)
-    cells: queue.SimpleQueue[str] = queue.SimpleQueue()
-    for cell in args.cells:
-        cells.put(cell)
 
-    def worker() -> None:
-        while True:
-            try:
-                cell = cells.get_nowait()
-            except queue.Empty:
-                return
-            cmd = [sys.executable, "-m", "diffdebias.cli", "bench", "--preset", "cpu", "--out", str(args.out), "--jobs", str(args.jobs), "--only", f"{cell}/*"]
-            code = subprocess.call(cmd)
-            print(f"{cell}: bench exited {code}; archived {copy_records(args.out / cell, args.archive / cell)} new runs", flush=True)
+    def run_cell(cell: str) -> None:
+        cmd = [sys.executable, "-m", "diffdebias.cli", "bench", "--preset", "cpu", "--out", str(args.out), "--jobs", str(args.jobs), "--only", f"{cell}/*"]
+        code = subprocess.call(cmd)
+        print(f"{cell}: bench exited {code}; archived {copy_records(args.out / cell, args.archive / cell)} new runs", flush=True)
 
-    threads = [threading.Thread(target=worker) for _ in range(max(1, args.workers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max(1, args.workers)) as pool:  # a free worker takes the next cell, in order
+        list(pool.map(run_cell, args.cells))
 
 
 if __name__ == "__main__":
