@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from diffdebias.data.base import BiasedDataset
 from diffdebias.data.registry import load_dataset
 from diffdebias.engine.loop import Engine
 from diffdebias.engine.metrics import ECE_BINS
@@ -35,15 +38,37 @@ from diffdebias.stages.bias_amplifier import ba_training_data, choose_ba_augment
 TAUS = (0.0, 0.5, 0.7, 0.9, 0.95, 0.99)
 
 
-def confidence_table(run_dir: Path) -> dict:
+@dataclass
+class RunBA:
+    """A DDB run's data, an engine on a scratch folder, its BA's training images and its BA."""
+
+    cfg: dict
+    hp: dict
+    data: BiasedDataset
+    engine: Engine
+    ba_data: BiasedDataset
+    augment: tuple[float, float]
+    model: torch.nn.Module
+
+
+@contextmanager
+def run_ba(run_dir: Path) -> Iterator[RunBA]:
+    """The BA of the DDB run in `run_dir` (its config.json), rebuilt as the run's own BA stage: from
+    the cache, trained again when the cache lacks it."""
     cfg = json.loads((run_dir / "config.json").read_text())
     hp = cfg["hparams"]
     data = load_dataset(cfg["dataset"], root=cfg["root"], ratio=cfg["ratio"], **cfg["data_options"])
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(data, Path(tmp), cfg["seed"], resolve_device(hp["device"]), quiet=True)
         ba_data = ba_training_data(engine, hp, hp["ba_source"])
-        augment, model = choose_ba_augment(engine, hp, ba_data)  # as the run's own BA stage: trained here unless `auto` did
+        augment, model = choose_ba_augment(engine, hp, ba_data)
         model = model or train_bias_amplifier(engine, hp, hp["ba_source"], ba_data, augment)
+        yield RunBA(cfg, hp, data, engine, ba_data, augment, model)
+
+
+def confidence_table(run_dir: Path) -> dict:
+    with run_ba(run_dir) as r:
+        cfg, hp, data, engine, model = r.cfg, r.hp, r.data, r.engine, r.model
         train, val = data.split("train"), data.split("val")
         logits = {s.name: engine.logits(model, s, hp["eval_batch_size"]).float() for s in (train, val)}
     inferred = infer_groups(logits["train"], train.y)  # pseudo-conflicting = misclassified (tau 0)
