@@ -4,7 +4,7 @@ For each DDB run directory given (its config.json), the run's BA is rebuilt as i
 and next to it two ensembles, each scoring a sample by the cross-entropy of the members' mean
 probability (pseudo-conflicting: misclassified by that mean):
 - `augment`: the BAs that `ba_augment=auto` trains, one per augmentation level (already in the
-  cache when the run's own session made it), of which the run keeps one;
+  cache when the run's own session made it), of which the run keeps one (the row marked "the run's");
 - `seeds`: the run's BA and `--seeds K` more at its augmentation level, with training seeds
   seed + 100 k (trained here, cached).
 Reported for each: the AUROC of the score against the true bias-conflicting training samples, and
@@ -38,17 +38,19 @@ def ensemble_rows(run_dir: Path, extra_seeds: int) -> dict:
     with run_ba(run_dir) as r:
         hp, source = r.hp, r.hp["ba_source"]
         train, val = r.data.split("train"), r.data.split("val")
-        members: dict[str, torch.nn.Module] = {"chosen": r.model}
-        if hp["ba_augment"] == "auto":
+        chosen = f"augment zoom {r.augment[0]:g} rot {r.augment[1]:g} (the run's)"
+        members: dict[str, torch.nn.Module] = {chosen: r.model}
+        if hp["ba_augment"] == "auto":  # the other levels; the run's own BA is already loaded
             for level in BA_AUGMENT_GRID:
-                members[f"augment zoom {level[0]:g} rot {level[1]:g}"] = train_bias_amplifier(r.engine, hp, source, r.ba_data, level)
+                if level != r.augment:
+                    members[f"augment zoom {level[0]:g} rot {level[1]:g}"] = train_bias_amplifier(r.engine, hp, source, r.ba_data, level)
         for k in range(1, extra_seeds + 1):
             with tempfile.TemporaryDirectory() as tmp:
                 engine_k = Engine(r.data, Path(tmp), r.cfg["seed"] + 100 * k, r.engine.device, quiet=True)
                 members[f"seed +{100 * k}"] = train_bias_amplifier(engine_k, hp, source, r.ba_data, r.augment)
         probs = {name: (probabilities(r.engine, m, train, hp["eval_batch_size"]), probabilities(r.engine, m, val, hp["eval_batch_size"]))
                  for name, m in members.items()}  # fmt: skip
-    groups = {"augment": [n for n in probs if n.startswith("augment")], "seeds": ["chosen"] + [n for n in probs if n.startswith("seed")]}
+    groups = {"augment": [n for n in probs if n.startswith("augment")], "seeds": [chosen] + [n for n in probs if n.startswith("seed")]}
     scored = dict(probs)
     for name, names in groups.items():
         if len(names) > 1:

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Diagnostic: do the true-group trainers lose on the no-bias controls because of balancing or of weight decay?
-cd /work/main
+cd "$(dirname "$0")/../../.."  # the repository root
 for cell in colored_fmnist_control corrupted_fmnist_control; do
  for seed in 2 3 4; do
   A=benchmarks/results/cpu_grid/$cell
