@@ -18,33 +18,15 @@ never import code that is being edited.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from diffdebias.bench.presets import CPU_CELLS, RATIOS
-from diffdebias.run import is_complete
+from diffdebias.run import copy_records
 
-RECORDS = ("results.json", "config.json", "config.yaml", "COMPLETE")
 ORDER = [c.tag for r in (1.0, None, *(r for r in RATIOS if r != 1.0)) for c in CPU_CELLS if c.ratio == r]
-
-
-def copy_records(src: Path, dst: Path) -> int:
-    """Copy the records of every complete run under `src` to the same place under `dst`; the count."""
-    n = 0
-    for done in sorted(src.rglob("COMPLETE")):
-        run = done.parent
-        if not is_complete(run) or is_complete(dst / run.relative_to(src)):
-            continue
-        target = dst / run.relative_to(src)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RECORDS:
-            if (run / name).exists():
-                shutil.copy2(run / name, target / name)
-        n += 1
-    return n
 
 
 def main() -> None:

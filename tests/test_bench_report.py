@@ -25,6 +25,7 @@ from diffdebias.data.base import ImageSpec
 from diffdebias.data.injected import build_injected
 from diffdebias.data.registry import get_entry, resolve_ratio
 from diffdebias.recipes import METHODS
+from diffdebias.run import RECORD_FILES, copy_records
 
 from .conftest import require_fmnist
 
@@ -204,12 +205,11 @@ def test_report_is_one_self_contained_file(report_html):
 def test_report_of_an_archive_without_weights(smoke_bench, tmp_path):
     """benchmarks/results keeps each run's records only (results.json, config.json, config.yaml,
     COMPLETE): the report is built from them, with a note where the attribution maps need weights."""
-    for done in smoke_bench["out"].rglob("COMPLETE"):
-        if (done.parent / "results.json").exists():
-            target = tmp_path / done.parent.relative_to(smoke_bench["out"])
-            target.mkdir(parents=True)
-            for name in ("results.json", "config.json", "config.yaml", "COMPLETE"):
-                shutil.copy(done.parent / name, target / name)
+    runs = sorted(d.parent for d in smoke_bench["out"].rglob("COMPLETE") if (d.parent / "results.json").exists())
+    assert copy_records(smoke_bench["out"], tmp_path) == len(runs) > 0
+    assert copy_records(smoke_bench["out"], tmp_path) == 0  # complete in the archive already: skipped
+    for run in runs:
+        assert sorted(p.name for p in (tmp_path / run.relative_to(smoke_bench["out"])).iterdir()) == sorted(RECORD_FILES)
     res = CliRunner().invoke(main, ["report", str(tmp_path), "--no-audit"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     text = (tmp_path / "report.html").read_text()

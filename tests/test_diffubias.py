@@ -17,6 +17,7 @@ from diffdebias.diffubias.candidates import default_k, top_k_per_class
 from diffdebias.diffubias.text_filter import content_words, filter_captions
 from diffdebias import audit as audit_mod
 from diffdebias.engine import loop as loop_mod
+from diffdebias.records import RunResult
 from diffdebias import run as run_mod
 
 TINY = {"bias_epochs": 1, "epochs": 1, "batch_size": 512, "num_candidates": 2}
@@ -101,6 +102,10 @@ def test_local_conditional_trains_on_real_plus_synthetic(tmp_path, monkeypatch, 
     assert r["bias_labels_used"] == {"training": False, "selection": False, "defaults": []} and "evaluation only" in info["candidates"]["bias_labels"]
     audit = info["generated"]["audit"]
     assert audit["num_images"] == 40 and 0 <= audit["bias_conflicting_pct"] <= 100 and "evaluation only" in audit["bias_labels"]
+    note = RunResult.from_dict(r).notes.diffubias  # read back as typed records, and written back unchanged
+    assert note.generated.audit.num_images == 40 and note.generated.sampler_steps == 4 and note.generated.model is None and note.captions is None
+    assert note.candidates.precision == round(100 * note.candidates.truly_conflicting / 20, 2)
+    assert RunResult.from_dict(r).to_dict()["notes"] == r["notes"]
     assert {"biased", "candidates", "generation", "audit", "main"} <= set(r["wall_time_s"])
     cand = json.loads((run / "diffubias" / "candidates.json").read_text())
     gen = run / "diffubias" / "generated"
@@ -180,6 +185,8 @@ def test_transformers_captioner_and_diffusers_t2i_end_to_end(tmp_path, monkeypat
     assert len(seen["split"]) == len(tiny.split("train")) + n
     r = json.loads((tmp_path / "t2i" / "results.json").read_text())
     assert r["notes"]["diffubias"]["captions"]["num_kept"] == n and r["notes"]["diffubias"]["generator"] == "diffusers-t2i"
+    note = RunResult.from_dict(r).notes.diffubias
+    assert note.captions.num_kept == n and note.generated.model == str(sd) and note.generated.strength is None and note.generated.audit is None
 
 
 def test_missing_models_and_bad_backends_are_refused_before_training(tmp_path, tiny):

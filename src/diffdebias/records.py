@@ -90,6 +90,83 @@ class TrainingSetNote:
 
 
 @dataclass
+class CandidatesNote:
+    """DiffuBias's top-K bias-conflicting candidates and how many truly are (bias labels:
+    evaluation only; None where the dataset has none, as `bias_labels` then says)."""
+
+    k_per_class: int
+    num_candidates: int
+    bias_labels: str
+    truly_conflicting: int | None = None
+    conflicting_in_train: int | None = None
+    precision: float | None = None
+    recall: float | None = None
+
+
+@dataclass
+class CaptionsNote:
+    """The candidates' captions and how many the text filter kept (filtered_captions.json)."""
+
+    num_captions: int
+    num_kept: int
+    model: str
+    top_words: list[str]
+
+
+@dataclass
+class GeneratedAuditNote:
+    """The diffusion audit's judges on DiffuBias's generated images (audit.py; bias labels:
+    evaluation only); only `skipped`, with the reason, where the audit could not run."""
+
+    bias_conflicting_pct: float | None = None
+    conditional_acc: float | None = None
+    num_images: int | None = None
+    bias_judge_real_test_acc: float | None = None
+    class_judge_real_test_acc: float | None = None
+    bias_labels: str | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class GeneratedNote:
+    """DiffuBias's generated images and the generator's settings: `local-conditional` (SDEdit with
+    this project's class-conditional generator: generator_run, strength, sampler, sampler_steps, w)
+    or `diffusers-t2i` (model, steps, guidance, size); the other generator's fields are None."""
+
+    num_images: int
+    folder: str
+    generator_run: str | None = None
+    strength: float | None = None
+    sampler: str | None = None
+    sampler_steps: int | None = None
+    w: float | None = None
+    adaptation: str | None = None
+    model: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    size: int | None = None
+    audit: GeneratedAuditNote | None = None
+
+
+@dataclass
+class DiffuBiasNote:
+    """DiffuBias's stages (diffubias/stages.py): candidates, captions (None without a captioner),
+    generated images."""
+
+    captioner: str
+    generator: str
+    candidates: CandidatesNote
+    generated: GeneratedNote
+    captions: CaptionsNote | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DiffuBiasNote":
+        generated = dict(d["generated"], audit=_build(GeneratedAuditNote, d["generated"].get("audit")))
+        return cls(d["captioner"], d["generator"], _build(CandidatesNote, d["candidates"]), _build(GeneratedNote, generated),
+                   _build(CaptionsNote, d.get("captions")))  # fmt: skip
+
+
+@dataclass
 class Notes:
     """Facts a run records beside its metrics; None where the method made no such fact."""
 
@@ -101,7 +178,7 @@ class Notes:
     pseudo_conflicting: int | None = None
     jtt_error_set_size: int | None = None
     dfr: DFRNote | None = None
-    diffubias: dict[str, Any] | None = None  # the pipeline's stages: candidates, captions, generated (diffubias/stages.py)
+    diffubias: DiffuBiasNote | None = None
     diffubias_bias_labels: str | None = None
     final_training_set: TrainingSetNote | None = None
 
@@ -119,7 +196,7 @@ class Notes:
             pseudo_conflicting=d.get("pseudo_conflicting"),
             jtt_error_set_size=d.get("jtt_error_set_size"),
             dfr=_build(DFRNote, d.get("dfr")),
-            diffubias=d.get("diffubias"),
+            diffubias=None if d.get("diffubias") is None else DiffuBiasNote.from_dict(d["diffubias"]),
             diffubias_bias_labels=d.get("diffubias_bias_labels"),
             final_training_set=_build(TrainingSetNote, d.get("final_training_set")),
         )

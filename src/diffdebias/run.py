@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from .runfile import write_run_file
 from .runtime import resolve_device
 
 COMPLETE = "COMPLETE"
+RECORD_FILES = ("results.json", "config.json", "config.yaml", COMPLETE)  # all that collect and report read of a run
 
 
 def default_run_dir(method: str, dataset: str, ratio: float | None, seed: int) -> Path:
@@ -45,6 +47,24 @@ def default_run_dir(method: str, dataset: str, ratio: float | None, seed: int) -
 
 def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / COMPLETE).exists() and (Path(run_dir) / "results.json").exists()
+
+
+def copy_records(src: Path, dst: Path) -> int:
+    """Copy the records (RECORD_FILES) of every complete run under `src` to the same place under
+    `dst`, skipping runs complete there already; the number copied. An archive of records is what
+    `collect` and `report` need, without weights or checkpoints."""
+    n = 0
+    for done in sorted(Path(src).rglob(COMPLETE)):
+        run = done.parent
+        target = Path(dst) / run.relative_to(src)
+        if not is_complete(run) or is_complete(target):
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (run / name).exists():
+                shutil.copy2(run / name, target / name)
+        n += 1
+    return n
 
 
 def run_method(

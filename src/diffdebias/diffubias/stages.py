@@ -27,6 +27,7 @@ from ..data.synthetic import is_complete, write_grids, write_synthetic_set
 from ..engine.loop import Engine
 from ..errors import ConfigError, DatasetError
 from ..io import atomic_path, write_json_atomic
+from ..records import CandidatesNote, CaptionsNote, DiffuBiasNote, GeneratedAuditNote, GeneratedNote
 from ..runtime import derived_seed
 from ..stages.generator import trained_generator
 from ..trainers import GCE
@@ -61,16 +62,16 @@ def synthetic_split(engine: Engine, hp: dict) -> TensorSplit:
     _check_settings(hp, captioner_name, generator_name)
     data, train = engine.data, engine.data.split("train")
     out = engine.run_dir / "diffubias"
-    info: dict = {"captioner": captioner_name, "generator": generator_name}
 
     biased = engine.train_stage("biased", GCE, {**hp, "epochs": hp["bias_epochs"], "selection": "last", "augment": False})
     t0 = time.perf_counter()
     cand = _candidates(engine, biased.trainer.eval_model(), hp, out / "candidates.json")
     engine.stage_times["candidates"] = time.perf_counter() - t0
     idx = torch.as_tensor(cand["indices"], dtype=torch.long)
-    info["candidates"] = _candidate_stats(engine, idx, cand["k"])
+    candidates = _candidate_stats(engine, idx, cand["k"])
 
     prompts: list[str | None]
+    captions_note = None
     if captioner_name == "none":
         sources = idx.repeat_interleave(hp["num_captions"])
         prompts = [None] * len(sources)
@@ -85,21 +86,19 @@ def synthetic_split(engine: Engine, hp: dict) -> TensorSplit:
         engine.stage_times["text_filter"] = time.perf_counter() - t0
         sources = torch.as_tensor([k["index"] for k in kept], dtype=torch.long)
         prompts = [k["caption"] for k in kept]
-        info["captions"] = {"num_captions": sum(len(c["captions"]) for c in captions), "num_kept": len(kept), "model": hp["captioner_model"],
-                            "top_words": json.loads((out / "filtered_captions.json").read_text())["top_words"]}  # fmt: skip
+        captions_note = CaptionsNote(sum(len(c["captions"]) for c in captions), len(kept), hp["captioner_model"],
+                                     json.loads((out / "filtered_captions.json").read_text())["top_words"])  # fmt: skip
     if len(sources) == 0:
         raise ConfigError(f"{out / 'filtered_captions.json'}: the text filter kept no caption; raise --set top_words=N or check the captions")
 
     gen_dir = out / "generated"
     images = _generate(engine, hp, generator_name, train.subset(sources), prompts, sources, gen_dir)
-    meta = json.loads((gen_dir / "meta.json").read_text())
-    info["generated"] = {"num_images": len(images), "folder": str(gen_dir), "generator_run": meta.get("generator_run"),
-                         **_generator_info(hp, generator_name)}  # fmt: skip
+    generated = _generated_note(hp, generator_name, len(images), gen_dir)
     if hp["audit"]:
         t0 = time.perf_counter()
-        info["generated"]["audit"] = _audit(engine, gen_dir)
+        generated.audit = _audit(engine, gen_dir)
         engine.stage_times["audit"] = time.perf_counter() - t0
-    engine.notes.diffubias = info
+    engine.notes.diffubias = DiffuBiasNote(captioner_name, generator_name, candidates, generated, captions_note)
     engine.notes.diffubias_bias_labels = EVAL_ONLY
     labels = train.y[sources]
     return TensorSplit("synthetic", images, labels, torch.full_like(labels, UNKNOWN_BIAS), data.spec)
@@ -136,16 +135,13 @@ def _candidates(engine: Engine, model: torch.nn.Module, hp: dict, path: Path) ->
     return record
 
 
-def _candidate_stats(engine: Engine, idx: torch.Tensor, k: int) -> dict:
+def _candidate_stats(engine: Engine, idx: torch.Tensor, k: int) -> CandidatesNote:
     """How many candidates are truly bias-conflicting (bias labels: evaluation only)."""
-    stats = {"k_per_class": k, "num_candidates": len(idx)}
     conflicting = engine.data.conflicting("train")
     if conflicting is None:
-        return {**stats, "truly_conflicting": None, "note": "the dataset has no bias labels"}
-    found = int(conflicting[idx].sum())
-    total = int(conflicting.sum())
-    return {**stats, "truly_conflicting": found, "precision": round(100 * found / max(len(idx), 1), 2),
-            "conflicting_in_train": total, "recall": round(100 * found / max(total, 1), 2), "bias_labels": EVAL_ONLY}  # fmt: skip
+        return CandidatesNote(k, len(idx), "none: the dataset has no bias labels")
+    found, total = int(conflicting[idx].sum()), int(conflicting.sum())
+    return CandidatesNote(k, len(idx), EVAL_ONLY, found, total, round(100 * found / max(len(idx), 1), 2), round(100 * found / max(total, 1), 2))
 
 
 def _captions(engine: Engine, idx: torch.Tensor, hp: dict, name: str, path: Path) -> list[dict]:
@@ -172,11 +168,14 @@ def _filtered(captions: list[dict], top_n: int, path: Path) -> list[dict]:
     return kept
 
 
-def _generator_info(hp: dict, name: str) -> dict:
+def _generated_note(hp: dict, name: str, num_images: int, gen_dir: Path) -> GeneratedNote:
+    note = GeneratedNote(num_images, str(gen_dir), json.loads((gen_dir / "meta.json").read_text()).get("generator_run"))
     if name == "diffusers-t2i":
-        return {"model": hp["t2i_model"], "steps": hp["t2i_steps"], "guidance": hp["t2i_guidance"], "size": hp["t2i_size"]}
-    return {"strength": hp["strength"], "sampler": hp["sampler"], "sampler_steps": hp["sampler_steps"], "w": hp["w"],
-            "adaptation": "this project's offline adaptation (SDEdit with its own class-conditional generator), not the paper's text-to-image model"}  # fmt: skip
+        note.model, note.steps, note.guidance, note.size = hp["t2i_model"], hp["t2i_steps"], hp["t2i_guidance"], hp["t2i_size"]
+    else:
+        note.strength, note.sampler, note.sampler_steps, note.w = hp["strength"], hp["sampler"], hp["sampler_steps"], hp["w"]
+        note.adaptation = "this project's offline adaptation (SDEdit with its own class-conditional generator), not the paper's text-to-image model"
+    return note
 
 
 def _generate(engine: Engine, hp: dict, name: str, sources_split, prompts, sources: torch.Tensor, gen_dir: Path) -> torch.Tensor:
@@ -222,17 +221,11 @@ def _write_generated(gen_dir: Path, native: torch.Tensor, images: torch.Tensor, 
     write_synthetic_set(gen_dir, images.numpy(), labels.numpy(), meta, data.num_classes, {"sources": sources.numpy()})
 
 
-def _audit(engine: Engine, gen_dir: Path) -> dict:
+def _audit(engine: Engine, gen_dir: Path) -> GeneratedAuditNote:
     """The diffusion audit's judges on the generated images: share that is bias-conflicting."""
     try:
         report = audit_synthetic(load_dataset("synthetic", root=gen_dir), engine.data)
     except DatasetError as exc:
-        return {"skipped": str(exc)}
-    return {
-        "bias_conflicting_pct": round(100 - report["bias_alignment_rate"], 2),
-        "conditional_acc": report["conditional_acc"],
-        "num_images": report["num_images"],
-        "bias_judge_real_test_acc": report["bias_judge"]["real_test_acc"],
-        "class_judge_real_test_acc": report["class_judge"]["real_test_acc"],
-        "bias_labels": EVAL_ONLY,
-    }
+        return GeneratedAuditNote(skipped=str(exc))
+    return GeneratedAuditNote(round(100 - report["bias_alignment_rate"], 2), report["conditional_acc"], report["num_images"],
+                              report["bias_judge"]["real_test_acc"], report["class_judge"]["real_test_acc"], EVAL_ONLY)  # fmt: skip
