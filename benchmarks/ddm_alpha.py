@@ -27,7 +27,7 @@ import numpy as np
 from diffdebias.data import load_dataset
 from diffdebias.ddm.evaluate import evaluate_samples, load_samples
 from diffdebias.ddm.train import DDMConfig, train_ddm
-from diffdebias.audit import train_judges
+from diffdebias.audit import Judges, train_judges
 from diffdebias.collect import seed_std
 from diffdebias.diffusion.synthetic import generate_synthetic
 from diffdebias.diffusion.train import DiffusionConfig, train_diffusion
@@ -61,7 +61,7 @@ def main() -> None:
     base = train_diffusion(data, DiffusionConfig.resolve(data, {"max_steps": args.base_steps, "warmup_steps": 50}), quiet=True)
     judges = train_judges(data)
     setup_s, setup_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    print(f"base generator {base}; set-up {setup_s:.0f} s; judges: attribute {judges['bias']['test_acc']:.1f}%, class {judges['class']['test_acc']:.1f}%", flush=True)
+    print(f"base generator {base}; set-up {setup_s:.0f} s; judges: attribute {judges.bias.test_acc:.1f}%, class {judges.label.test_acc:.1f}%", flush=True)
 
     if not (out / "setup.json").exists():  # the first invocation's set-up (a re-run reuses the cache)
         write_json_atomic(out / "setup.json", {"wall_s": round(setup_s, 1), "cpu_s": round(setup_cpu_s, 1)})
@@ -105,14 +105,14 @@ def main() -> None:
     print(text)
 
 
-def table(rows: list[dict], judges: dict, setup: dict) -> str:
+def table(rows: list[dict], judges: Judges, setup: dict) -> str:
     keys = []
     for r in rows:
         k = (r["name"], r["groups"], r["alpha"])
         if k not in keys:
             keys.append(k)
     lines = [
-        f"attribute classifier: real test acc {judges['bias']['test_acc']:.1f}%; in-domain classifier: real test acc {judges['class']['test_acc']:.1f}%",
+        f"attribute classifier: real test acc {judges.bias.test_acc:.1f}%; in-domain classifier: real test acc {judges.label.test_acc:.1f}%",
         f"set-up (base generator + classifiers): {setup['wall_s'] / 60:.1f} min wall, {setup['cpu_s'] / 60:.1f} CPU min; rows: "
         f"{sum(r['wall_s'] for r in rows) / 60:.1f} min wall, {sum(r['cpu_s'] for r in rows) / 60:.1f} CPU min",
         "",

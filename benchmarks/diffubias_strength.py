@@ -58,9 +58,7 @@ def main() -> None:
     def judge(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         split = TensorSplit("v", images, sources.y, sources.b, data.spec)
         view = VIEWS[data.info["bias_invariant_view"]](split) if data.info.get("bias_invariant_view") else split
-        cls = judges["class"]["engine"].predict(judges["class"]["model"], view)
-        bias = judges["bias"]["engine"].predict(judges["bias"]["model"], split)
-        return cls, bias
+        return judges.label.predict(view), judges.bias.predict(split)
 
     y, b = sources.y.numpy(), sources.b.numpy()
     src_images = sources.images

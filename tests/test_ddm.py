@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
+from diffdebias.audit import Judge, Judges
 from diffdebias.cli import main
 from diffdebias.data import load_dataset
 from diffdebias.ddm import train as ddm_train_mod
@@ -245,8 +246,7 @@ class _ColourJudge(nn.Module):
 
 def test_evaluate_samples_hand_values(colour_data, tmp_path):
     engine = Engine(colour_data, tmp_path, 0, torch.device("cpu"), quiet=True)
-    judges = {"bias": {"model": _ColourJudge(), "engine": engine, "test_acc": 100.0},
-              "class": {"model": _ColourJudge(), "engine": engine, "test_acc": 100.0}}  # fmt: skip
+    judges = Judges(label=Judge(_ColourJudge(), engine, "erm", 100.0), bias=Judge(_ColourJudge(), engine, "erm", 100.0))
     folder = tmp_path / "samples"
     for c, colours in ((0, [RED, RED, RED, GREEN]), (1, [RED, GREEN, GREEN, GREEN])):
         (folder / str(c)).mkdir(parents=True)

@@ -19,7 +19,7 @@ Kynkaanniemi et al. 2019, k = KNN.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -39,6 +39,30 @@ from .trainers import ERM, GroupDRO, TrainerInputs
 
 DIVERSITY_SAMPLES = 300  # per class and set
 KNN = 3
+
+
+@dataclass
+class Judge:
+    """A classifier trained on the real data, and its average accuracy on the real test split."""
+
+    model: torch.nn.Module
+    engine: Engine
+    method: str  # "erm" | "groupdro"
+    test_acc: float
+
+    def predict(self, split: TensorSplit) -> np.ndarray:
+        return self.engine.predict(self.model, split)
+
+    def logits(self, split: TensorSplit) -> torch.Tensor:
+        return self.engine.logits(self.model, split)
+
+
+@dataclass
+class Judges:
+    """The class judge (on the dataset's bias-invariant view where it declares one) and the bias judge."""
+
+    label: Judge
+    bias: Judge
 
 
 def manifold_coverage(ref: torch.Tensor, query: torch.Tensor, k: int = KNN) -> float:
@@ -106,14 +130,14 @@ def _judge_data(data: BiasedDataset, kind: str) -> BiasedDataset:
     return data
 
 
-def train_judges(data: BiasedDataset, epochs: int = 10, quiet: bool = True) -> dict:
+def train_judges(data: BiasedDataset, epochs: int = 10, quiet: bool = True) -> Judges:
     """Train (or reuse from the cache) the class judge and the bias judge on real data."""
     if data.num_bias == 0 or not data.split("train").has_bias_labels:
         raise DatasetError(f"dataset '{data.name}' has no bias labels: the bias audit needs a dataset that has them")
     base = cache_home() / "judges" / (f"{data.name}-{data_identity(data)}" + ("" if epochs == 10 else f"-e{epochs}"))
     device = resolve_device("auto")
-    judges = {}
-    for kind in ("class", "bias"):
+    judges: dict[str, Judge] = {}
+    for kind in ("class", "bias"):  # also the cache's folder names
         jdata = _judge_data(data, kind)
         method = "erm" if kind == "bias" or _view(data) else "groupdro"
         hp = resolve_hparams(method, data.name, {"epochs": epochs, "selection": "val_avg"})
@@ -125,11 +149,11 @@ def train_judges(data: BiasedDataset, epochs: int = 10, quiet: bool = True) -> d
             result = engine.train_stage("main", GroupDRO, hp, inputs=TrainerInputs(groups=train.y * jdata.num_bias + train.b))
         model = build_model(hp["model"], jdata.num_classes, jdata.spec).to(device)
         model.load_state_dict(load_weights(stage_weights(base / kind, "main")))
-        judges[kind] = {"model": model.eval(), "test_acc": result.selected["test"]["avg_acc"], "engine": engine, "data": jdata, "method": method}
-    return judges
+        judges[kind] = Judge(model.eval(), engine, method, result.selected["test"]["avg_acc"])
+    return Judges(judges["class"], judges["bias"])
 
 
-def audit_synthetic(synth: BiasedDataset, data: BiasedDataset, judges: dict | None = None) -> dict:
+def audit_synthetic(synth: BiasedDataset, data: BiasedDataset, judges: Judges | None = None) -> dict:
     """Conditional accuracy and bias alignment rate of a synthetic set against real-data judges, and
     its diversity against the real training images."""
     judges = judges or train_judges(data)
@@ -138,8 +162,8 @@ def audit_synthetic(synth: BiasedDataset, data: BiasedDataset, judges: dict | No
     y = torch.cat([s.y for s in splits]).numpy()
     whole = TensorSplit("synthetic", images, y, np.full(len(y), -1), data.spec)
     class_view = VIEWS[_view(data)](whole) if _view(data) else whole
-    cls_pred = judges["class"]["engine"].predict(judges["class"]["model"], class_view)
-    bias_pred = judges["bias"]["engine"].predict(judges["bias"]["model"], whole)
+    cls_pred = judges.label.predict(class_view)
+    bias_pred = judges.bias.predict(whole)
     aligned_value = data.aligned_bias()
     per_class = {}
     for c in range(data.num_classes):
@@ -158,7 +182,7 @@ def audit_synthetic(synth: BiasedDataset, data: BiasedDataset, judges: dict | No
         "bias_alignment_rate": round(100 * float((bias_pred == aligned_value[y]).mean()), 2),
         "diversity": div,
         "per_class": per_class,
-        "class_judge": {"method": judges["class"]["method"], "view": _view(data), "real_test_acc": judges["class"]["test_acc"]},
-        "bias_judge": {"real_test_acc": judges["bias"]["test_acc"]},
+        "class_judge": {"method": judges.label.method, "view": _view(data), "real_test_acc": judges.label.test_acc},
+        "bias_judge": {"real_test_acc": judges.bias.test_acc},
     }
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data.base import BiasedDataset, TensorSplit, load_image
-from ..audit import VIEWS, train_judges
+from ..audit import VIEWS, Judge, Judges, train_judges
 from ..errors import ConfigError, DatasetError
 from ..state import load_weights
 from .metrics import bootstrap_proportions, fairness_discrepancy, frechet_distance, statistical_parity_difference
@@ -81,9 +81,9 @@ class _Penultimate:
         return torch.cat(self.features).numpy()
 
 
-def inclf_features(judge: dict, split: TensorSplit) -> np.ndarray:
-    hook = _Penultimate(judge["model"])
-    judge["engine"].logits(judge["model"], split)
+def inclf_features(judge: Judge, split: TensorSplit) -> np.ndarray:
+    hook = _Penultimate(judge.model)
+    judge.logits(split)
     return hook.take()
 
 
@@ -121,7 +121,7 @@ def evaluate_samples(
     n_boot: int = 1000,
     seed: int = 0,
     fid_weights: Path | None = None,
-    judges: dict | None = None,
+    judges: Judges | None = None,
 ) -> dict:
     """FD with bootstrap CIs (overall and per condition), SPD where conditions are given, quality."""
     if data.num_bias < 2 or not data.split("train").has_bias_labels:
@@ -133,8 +133,8 @@ def evaluate_samples(
     n = len(images)
     cond = conditions if conditions is not None else np.full(n, -1)
     split = TensorSplit("samples", images, np.zeros(n, dtype=np.int64), np.full(n, -1), data.spec)
-    attr = judges["bias"]["engine"].predict(judges["bias"]["model"], split)
-    attr_acc = round(float(judges["bias"]["test_acc"]), 2)
+    attr = judges.bias.predict(split)
+    attr_acc = round(float(judges.bias.test_acc), 2)
     out: dict = {"num_samples": n, "num_groups": k, "group_names": data.bias_names, "attribute_classifier_test_acc": attr_acc}
     out["overall"] = bootstrap_proportions(attr, k, n_boot, seed=seed)
     if conditions is not None:
@@ -147,9 +147,9 @@ def evaluate_samples(
     test = data.split("test")
     real = VIEWS[view](test) if view else test
     fake = VIEWS[view](split) if view else split
-    out["fd_inclf"] = round(frechet_distance(inclf_features(judges["class"], fake), inclf_features(judges["class"], real)), 4)
+    out["fd_inclf"] = round(frechet_distance(inclf_features(judges.label, fake), inclf_features(judges.label, real)), 4)
     out["inclf"] = {"what": "in-domain Frechet distance: penultimate features of a class classifier trained on the real data, vs the real test split (not FID)",
-                    "view": view, "test_acc": round(float(judges["class"]["test_acc"]), 2)}  # fmt: skip
+                    "view": view, "test_acc": round(float(judges.label.test_acc), 2)}  # fmt: skip
     if fid_weights is not None:
         real_u8 = torch.stack([test.load_uint8(i) for i in range(len(test))])
         out["fid"] = round(inception_fid(images, real_u8, Path(fid_weights)), 4)
