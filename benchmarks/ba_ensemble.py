@@ -34,16 +34,21 @@ def probabilities(engine: Engine, model: torch.nn.Module, split, batch_size: int
     return torch.softmax(engine.logits(model, split, batch_size).float(), 1)
 
 
+def augment_label(level: tuple[float, float]) -> str:
+    """A member's name for the BA trained at augmentation `level` (zoom, rotation)."""
+    return f"augment zoom {level[0]:g} rot {level[1]:g}"
+
+
 def ensemble_rows(run_dir: Path, extra_seeds: int) -> dict:
     with run_ba(run_dir) as r:
         hp, source = r.hp, r.hp["ba_source"]
         train, val = r.data.split("train"), r.data.split("val")
-        chosen = f"augment zoom {r.augment[0]:g} rot {r.augment[1]:g} (the run's)"
+        chosen = f"{augment_label(r.augment)} (the run's)"
         members: dict[str, torch.nn.Module] = {chosen: r.model}
         if hp["ba_augment"] == "auto":  # the other levels; the run's own BA is already loaded
             for level in BA_AUGMENT_GRID:
                 if level != r.augment:
-                    members[f"augment zoom {level[0]:g} rot {level[1]:g}"] = train_bias_amplifier(r.engine, hp, source, r.ba_data, level)
+                    members[augment_label(level)] = train_bias_amplifier(r.engine, hp, source, r.ba_data, level)
         for k in range(1, extra_seeds + 1):
             with tempfile.TemporaryDirectory() as tmp:
                 engine_k = Engine(r.data, Path(tmp), r.cfg["seed"] + 100 * k, r.engine.device, quiet=True)
