@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffdebias.audit import diversity, diversity_summary, manifold_coverage, mean_pairwise_distance
+from diffdebias.audit import audit_summary, diversity, diversity_summary, manifold_coverage, mean_pairwise_distance
 from diffdebias.data.base import ImageSpec, TensorSplit
 
 
@@ -28,6 +28,11 @@ def test_diversity_is_one_for_the_real_images_and_zero_spread_for_copies():
     same = diversity(images, y.numpy(), real, 2)
     assert same["spread"] == 1.0 and same["precision"] == 100.0 and same["recall"] == 100.0 and set(same["per_class"]) == {"0", "1"}
     assert diversity_summary(same) == "spread 1.00, k-NN precision 100.0%, recall 100.0%"
+    audit = {"conditional_acc": 91.25, "bias_alignment_rate": 88.0, "num_images": 40,
+             "class_judge": {"real_test_acc": 90.0}, "bias_judge": {"real_test_acc": 99.5}}  # fmt: skip
+    line = "conditional accuracy 91.2%, bias alignment rate 88.0% (40 images; judges on real test: class 90.0%, bias 99.5%)"
+    assert audit_summary(audit) == line  # an audit made before diversity was measured
+    assert audit_summary({**audit, "diversity": same}) == f"{line}; spread 1.00, k-NN precision 100.0%, recall 100.0%"
     copies = images[y == 0][:1].repeat(40, 1, 1, 1)  # one image of class 0, forty times, all labelled 0
     one = diversity(copies, np.zeros(40, dtype=int), real, 2)
     assert set(one["per_class"]) == {"0"} and one["spread"] == 0.0 and one["recall"] == 5.0  # 1 of 20 real images: the copied one

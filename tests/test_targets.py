@@ -22,7 +22,7 @@ def result(method: str, acc: float, seed: int, *, ratio: float | None = 1.0, con
     ddb = method.startswith("ddb")
     notes = Notes(
         ba_diagnostics={"synthetic": BADiagnostics(True, 100, 120, 80.0, 96.0, auroc), "real": BADiagnostics(True, 100, 90, 90.0, 81.0, real_auroc)} if ddb else None,
-        bias_evidence=BiasEvidence(5.0, 6.0, 50.0, 2.0, 70.0, 25.0, found, 5.0) if ddb else None,
+        bias_evidence=BiasEvidence(5.0, 6.0, 50.0, 2.0, 70.0, found, lift=25.0, min_lift=5.0) if ddb else None,
     )  # fmt: skip
     return RunResult(method, "colored_fmnist", None if control else ratio, seed, "val_pseudo_unbiased", 3, BiasLabelUse(oracle, False), oracle,
                      {}, {"unbiased_acc": acc}, {}, {"main": 1.0}, {}, notes, {"weight_decay": wd},
@@ -96,14 +96,30 @@ def test_a_cell_with_missing_seeds_or_baselines_is_incomplete(tmp_path):
 
 def test_collect_names_the_file_and_field_of_an_older_or_foreign_results_json(tmp_path):
     old = result("ddb", 70.0, 0).to_dict()
-    del old["notes"]["bias_evidence"]["lift"]  # a note written before the field existed
+    del old["notes"]["bias_evidence"]["found"]  # a note without a field every version wrote
     write_json_atomic(tmp_path / "old" / "results.json", old)
     (tmp_path / "old" / "COMPLETE").write_text("")
     res = CliRunner().invoke(main, ["collect", str(tmp_path)])
-    assert res.exit_code == 2 and "old/results.json: field 'notes'" in res.output and "'lift'" in res.output and "older version" in res.output
+    assert res.exit_code == 2 and "old/results.json: field 'notes'" in res.output and "'found'" in res.output and "older version" in res.output
     write_json_atomic(tmp_path / "old" / "results.json", {"method": "erm"})
     res = CliRunner().invoke(main, ["collect", str(tmp_path)])
     assert res.exit_code == 2 and "field 'dataset' is missing" in res.output
+
+
+def test_bias_evidence_from_before_the_lift_rule_is_read_as_written(tmp_path):
+    """Records older than the lift rule decided `found` by the agreement alone (`threshold`): they
+    read back with that threshold and no lift, and collect them next to newer runs."""
+    old = result("ddb", 70.0, 0).to_dict()
+    evidence = old["notes"]["bias_evidence"]
+    del evidence["lift"], evidence["min_lift"]
+    evidence.update(found=False, threshold=50.0)
+    back = RunResult.from_dict(old).notes.bias_evidence
+    assert (back.found, back.threshold, back.lift, back.min_lift, back.agreement) == (False, 50.0, None, None, 50.0)
+    for name, record in (("old", old), ("new", result("ddb", 72.0, 1).to_dict())):
+        write_json_atomic(tmp_path / name / "results.json", record)
+        (tmp_path / name / "COMPLETE").write_text("")
+    res = CliRunner().invoke(main, ["collect", str(tmp_path)])
+    assert res.exit_code == 0 and "71.00" in res.output, res.output
 
 
 def test_the_readme_names_the_recommended_recipe_and_the_report_checks_its_goals():

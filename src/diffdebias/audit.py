@@ -107,6 +107,15 @@ def diversity_summary(div: dict) -> str:
     return f"spread {div['spread']:.2f}, k-NN precision {div['precision']:.1f}%, recall {div['recall']:.1f}%"
 
 
+def audit_summary(audit: dict) -> str:
+    """One line of `audit_synthetic`'s report: alignment, the judges' real test accuracy and the
+    diversity (left out of an audit made before diversity was measured)."""
+    line = (f"conditional accuracy {audit['conditional_acc']:.1f}%, bias alignment rate {audit['bias_alignment_rate']:.1f}% "
+            f"({audit['num_images']} images; judges on real test: class {audit['class_judge']['real_test_acc']:.1f}%, "
+            f"bias {audit['bias_judge']['real_test_acc']:.1f}%)")  # fmt: skip
+    return f"{line}; {diversity_summary(audit['diversity'])}" if audit.get("diversity") else line
+
+
 def channel_max_view(split: TensorSplit) -> TensorSplit:
     """Remove a colour tint: every channel becomes the per-pixel maximum over channels."""
     gray = split.images.amax(dim=1, keepdim=True).expand_as(split.images).contiguous()

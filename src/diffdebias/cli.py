@@ -239,16 +239,14 @@ def diffusion_export(run_dir, out_dir, audit_json, dataset, root, ratio, sets, p
 def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
     """Conditional accuracy and bias alignment rate of a synthetic set (bias labels for evaluation only)."""
     from .cli_common import split_data_options
-    from .audit import audit_synthetic, diversity_summary
+    from .audit import audit_summary, audit_synthetic
     from .io import write_json_atomic
 
     data_opts, _ = split_data_options(parse_sets(sets))
     data = load_dataset(dataset, root=root, ratio=ratio, **data_opts)
     synth = load_dataset("synthetic", root=synth_dir)
     report = audit_synthetic(synth, data)
-    click.echo(f"conditional accuracy {report['conditional_acc']:.1f}%   bias alignment rate {report['bias_alignment_rate']:.1f}%   "
-               f"(judges on real test: class {report['class_judge']['real_test_acc']:.1f}%, bias {report['bias_judge']['real_test_acc']:.1f}%)   "
-               f"diversity: {diversity_summary(report['diversity'])}")  # fmt: skip
+    click.echo(audit_summary(report))
     if json_out:
         write_json_atomic(json_out, report)
 

@@ -58,9 +58,10 @@ class BiasEvidence:
     agreement: float  # % of the BA's errors where the probe predicts the same wrong class
     chance_agreement: float  # the same if the two erred independently (from their confusion rates)
     confident_errors: float  # % of the BA's errors made with p_max >= 0.9
-    lift: float  # agreement / chance_agreement
-    found: bool  # lift >= min_lift
-    min_lift: float
+    found: bool  # lift >= min_lift (in records older than the lift rule: agreement >= threshold)
+    lift: float | None = None  # agreement / chance_agreement; None only in records older than the lift rule
+    min_lift: float | None = None
+    threshold: float | None = None  # records older than the lift rule only: the agreement (%) that decided `found`
 
 
 @dataclass

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from ..audit import audit_synthetic, diversity_summary, train_judges
+from ..audit import audit_summary, audit_synthetic, train_judges
 from ..collect import TABLE_METRICS, dataset_label, find_results, ratio_tables, runs_frame, seed_std, summary_table
 from ..data.registry import load_dataset
 from ..errors import RunError
@@ -290,17 +290,9 @@ def _audit_section(results: list[RunResult], loader: _DataCache, directory: Path
             audit = audit_synthetic(load_dataset("synthetic", root=folder), data, train_judges(data, epochs=epochs))
             write_json_atomic(cache, audit)
         names = loader.get(r).class_names
-        parts.append(f"<h3>{html.escape(dataset_label(r))}, ratio {_ratio(r.ratio)}: conditional accuracy {audit['conditional_acc']:.1f}%, "
-                     f"bias alignment rate {audit['bias_alignment_rate']:.1f}% ({audit['num_images']} images; judges on real test: "
-                     f"class {audit['class_judge']['real_test_acc']:.1f}%, bias {audit['bias_judge']['real_test_acc']:.1f}%)"
-                     f"{diversity_text(audit)}</h3>")  # fmt: skip
+        parts.append(f"<h3>{html.escape(f'{dataset_label(r)}, ratio {_ratio(r.ratio)}: {audit_summary(audit)}')}</h3>")
         parts.append(f'<img class="fig" alt="audit" src="{figures.audit_bars(audit, names)}">')
     return "".join(parts)
-
-
-def diversity_text(audit: dict) -> str:
-    """'; spread S, k-NN precision P%, recall R%' of an audit (empty for one made before diversity was measured)."""
-    return f"; {diversity_summary(audit['diversity'])}" if audit.get("diversity") else ""
 
 
 def _ba_section(results: list[RunResult]) -> str:
