@@ -101,6 +101,11 @@ def test_collect_names_the_file_and_field_of_an_older_or_foreign_results_json(tm
     (tmp_path / "old" / "COMPLETE").write_text("")
     res = CliRunner().invoke(main, ["collect", str(tmp_path)])
     assert res.exit_code == 2 and "old/results.json: field 'notes'" in res.output and "'found'" in res.output and "older version" in res.output
+    old = result("ddb", 70.0, 0).to_dict()
+    del old["notes"]["ba_diagnostics"]["real"]["available"]  # in a record that is the value of a dict
+    write_json_atomic(tmp_path / "old" / "results.json", old)
+    res = CliRunner().invoke(main, ["collect", str(tmp_path)])
+    assert res.exit_code == 2 and "BADiagnostics" in res.output and "'available'" in res.output and "older version" in res.output
     write_json_atomic(tmp_path / "old" / "results.json", {"method": "erm"})
     res = CliRunner().invoke(main, ["collect", str(tmp_path)])
     assert res.exit_code == 2 and "field 'dataset' is missing" in res.output

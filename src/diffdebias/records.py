@@ -8,6 +8,9 @@ not make are left out of the file, as before, so results.json files of earlier v
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -160,12 +163,6 @@ class DiffuBiasNote:
     generated: GeneratedNote
     captions: CaptionsNote | None = None
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiffuBiasNote":
-        generated = dict(d["generated"], audit=_build(GeneratedAuditNote, d["generated"].get("audit")))
-        return cls(d["captioner"], d["generator"], _build(CandidatesNote, d["candidates"]), _build(GeneratedNote, generated),
-                   _build(CaptionsNote, d.get("captions")))  # fmt: skip
-
 
 @dataclass
 class Notes:
@@ -185,22 +182,6 @@ class Notes:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Notes":
-        return cls(
-            generator=_build(GeneratorNote, d.get("generator")),
-            ba_augment=_build(BAAugmentNote, d.get("ba_augment")),
-            ba_diagnostics=None if d.get("ba_diagnostics") is None else {k: _build(BADiagnostics, v) for k, v in d["ba_diagnostics"].items()},
-            ba_diagnostics_use_bias_labels=d.get("ba_diagnostics_use_bias_labels"),
-            bias_evidence=_build(BiasEvidence, d.get("bias_evidence")),
-            pseudo_conflicting=d.get("pseudo_conflicting"),
-            jtt_error_set_size=d.get("jtt_error_set_size"),
-            dfr=_build(DFRNote, d.get("dfr")),
-            diffubias=None if d.get("diffubias") is None else DiffuBiasNote.from_dict(d["diffubias"]),
-            diffubias_bias_labels=d.get("diffubias_bias_labels"),
-            final_training_set=_build(TrainingSetNote, d.get("final_training_set")),
-        )
 
 
 @dataclass
@@ -250,19 +231,36 @@ class RunResult:
         if missing:
             raise RunError(f"{source}: field '{missing[0]}' is missing; the file is not a results.json of this toolkit (rerun the run)")
         try:
-            notes = Notes.from_dict(d.get("notes") or {})
+            notes = _record(Notes, d.get("notes") or {})
         except TypeError as exc:  # a note of an older format: a required field is missing
             raise RunError(f"{source}: field 'notes': {exc}; the run was written by an older version of this toolkit (rerun it, "
                            "or collect it apart from newer runs)") from exc  # fmt: skip
-        return cls(**{n: d[n] for n in names}, bias_labels_used=BiasLabelUse(**d["bias_labels_used"]), notes=notes, run_dir=d.get("run_dir"))
+        return cls(**{n: d[n] for n in names}, bias_labels_used=_record(BiasLabelUse, d["bias_labels_used"]), notes=notes, run_dir=d.get("run_dir"))
 
     @property
     def total_wall_time_s(self) -> float:
         return sum(self.wall_time_s.values())
 
 
-def _build(cls: type[T], value: Any) -> T | None:
+_hints = functools.cache(typing.get_type_hints)
+
+
+def _record(cls: type[T], value: Any) -> T:
+    """The record `cls` from its JSON object: nested records (optional ones, and the values of a
+    dict) are built by their fields' types; keys the record does not know are ignored. A missing
+    required field is a TypeError naming it."""
+    hints = _hints(cls)
+    return cls(**{f.name: _typed(hints[f.name], value[f.name]) for f in dataclasses.fields(cls) if f.name in value})  # type: ignore[arg-type]
+
+
+def _typed(hint: Any, value: Any) -> Any:
     if value is None:
         return None
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in value.items() if k in known})
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if dataclasses.is_dataclass(hint):
+        return _record(hint, value)  # type: ignore[arg-type]
+    if isinstance(hint, types.UnionType) and len(args) == 1:
+        return _typed(args[0], value)
+    if typing.get_origin(hint) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+        return {k: _record(args[1], v) for k, v in value.items()}
+    return value
