@@ -54,6 +54,15 @@ def test_presets_cover_the_issue_grid():
     assert len({generator_key(s) for s in ddb}) == 1  # both seeds share one generator
 
 
+def test_each_preset_states_its_size_and_bench_dry_run_prints_it(tmp_path):
+    for name in ("smoke", "cpu", "paper"):
+        assert f"{len(expand(get_preset(name)))} runs" in get_preset(name).cost, name
+    res = CliRunner().invoke(main, ["bench", "--preset", "cpu", "--out", str(tmp_path), "--dry-run", "--only", "colored_fmnist_r1/erm/*"])
+    assert res.exit_code == 0, res.output
+    assert "preset cpu: 3 runs, 0 already complete" in res.output and "the whole preset: 15 cells x 13 methods x 3 seeds = 585 runs" in res.output
+    assert res.output.count("to run    colored_fmnist_r1/erm/seed") == 3 and not any(tmp_path.iterdir())
+
+
 def test_an_optional_method_joins_the_grid_once_registered(monkeypatch):
     preset = get_preset("cpu")
     if "diffubias" not in METHODS:

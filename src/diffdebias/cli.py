@@ -423,11 +423,12 @@ def bench_cmd(ctx: click.Context, preset: str, out: str | None, jobs: int, launc
     for n in notes:
         click.echo(f"note: {n}")
     if dry_run:
+        click.echo(f"the whole preset: {p.cost}")
         for s in specs:
             click.echo(f"  {'complete' if is_complete(out_dir / s.run_dir) else 'to run':<8}  {s.run_dir}")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "bench.json", {"preset": p.name, "description": p.description, "notes": notes,
+    write_json_atomic(out_dir / "bench.json", {"preset": p.name, "description": p.description, "cost": p.cost, "notes": notes,
                                                "runs": [dataclasses.asdict(s) for s in specs]})  # fmt: skip
     outcomes = launch(specs, out_dir, launcher=launcher, jobs=jobs, quiet=quiet, echo=click.echo, address=address)
     counts = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "busy", "failed")}

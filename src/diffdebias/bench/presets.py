@@ -65,7 +65,7 @@ class Preset:
     description: str
     grids: tuple[Grid, ...]
     overrides: dict[str, Any] = field(default_factory=dict)  # applied where a method declares the key
-    cost: str = ""
+    cost: str = ""  # the whole grid's size and run time, printed by `bench --dry-run`
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ PRESETS: dict[str, Preset] = {
                 Grid((Cell("colored_fmnist", None, CONTROL),), _methods("erm"), (0,)),
             ),
             SMOKE_OVERRIDES,
-            "about 1 minute on 2 CPU cores (8 runs)",
+            "8 runs with tiny budgets (the test suite runs this preset: tests/test_bench_report.py)",
         ),
         Preset(
             "cpu",
@@ -137,7 +137,7 @@ PRESETS: dict[str, Preset] = {
                 ),
             ),
             {"syn_per_class": 1000, "sampler": "ddpm", "sampler_steps": 1000, "device": "auto"},
-            "GPU days: 4 generators at 100k steps plus 84 ResNet runs",
+            "GPU days: 4 generators at 100k steps plus 96 runs with ResNet classifiers (12 of them DiffuBias)",
         ),
     )
 }

@@ -117,7 +117,6 @@ DFA_OBTAIN = (
     "or BiasEnsemble (github.com/kakaoenterprise/BiasEnsemble)"
 )
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-CIFAR10C_CORRUPTIONS = ["Snow", "Frost", "Fog", "Brightness", "Contrast", "Spatter", "Elastic", "JPEG", "Pixelate", "Saturate"]
 
 
 @register_dataset(

@@ -26,7 +26,6 @@ from ..diffusion.train import load_unet
 from ..errors import ConfigError
 from .hub import resolve_local_model
 
-GENERATORS = ("local-conditional", "diffusers-t2i")
 T2I_MODEL = {"what": "text-to-image", "option": "--t2i-model", "key": "t2i_model", "example": "stabilityai/stable-diffusion-3.5-large"}
 
 
@@ -83,6 +82,9 @@ class DiffusersT2IGenerator:
                                generator=torch.Generator().manual_seed(seed + start), **kwargs).images  # fmt: skip
             out.append((torch.as_tensor(images).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2))
         return torch.cat(out)
+
+
+GENERATORS: dict[str, type[Generator]] = {"local-conditional": LocalConditionalGenerator, "diffusers-t2i": DiffusersT2IGenerator}
 
 
 def fit_to_spec(images: torch.Tensor, spec: ImageSpec) -> torch.Tensor:

@@ -47,12 +47,13 @@ def resolve_backends(hp: dict) -> tuple[str, str]:
     if generator not in GENERATORS:
         raise ConfigError(f"hyperparameter 'generator': unknown generator '{generator}'; valid: {', '.join(GENERATORS)}")
     captioner = hp["captioner"]
+    needs_captions = GENERATORS[generator].needs_captions
     if captioner == "auto":
-        captioner = "transformers" if generator == "diffusers-t2i" else "none"
+        captioner = "transformers" if needs_captions else "none"
     if captioner not in CAPTIONERS:
         raise ConfigError(f"hyperparameter 'captioner': unknown captioner '{captioner}'; valid: auto, {', '.join(CAPTIONERS)}")
-    if generator == "diffusers-t2i" and captioner == "none":
-        raise ConfigError("generator 'diffusers-t2i' makes one image per caption and needs a captioner: use --captioner transformers")
+    if needs_captions and captioner == "none":
+        raise ConfigError(f"generator '{generator}' makes one image per caption and needs a captioner: use --captioner transformers")
     return captioner, generator
 
 
