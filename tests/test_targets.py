@@ -81,10 +81,13 @@ def test_controls_allow_1_5_points_below_erm_and_blame_a_found_bias():
 def test_a_cell_with_missing_seeds_or_baselines_is_incomplete(tmp_path):
     runs = cell({**BASELINES, "ddb": [80.0, 80.0]})  # two seeds against three
     runs += cell({"erm": [50.0, 50.0, 50.0], "ddb": [60.0, 61.0, 62.0]}, ratio=2.0)  # no lff, gce, jtt
+    runs += cell(BASELINES, ratio=5.0)  # the recipe has not run here yet
     verdicts = check_targets(runs, "ddb")
-    assert [(v.column, v.met) for v in verdicts] == [("rho = 1%", None), ("rho = 2%", None)]
+    assert [(v.column, v.met) for v in verdicts] == [("rho = 1%", None), ("rho = 2%", None), ("rho = 5%", None)]
+    assert verdicts[2].recipe == "no run" and verdicts[2].evidence == "no run of ddb in this column yet"
     text = verdicts_markdown(verdicts, "ddb")
-    assert "0/0 goals met; 2 incomplete." in text and "Failing stage rules" in text
+    assert "0/0 goals met; 3 incomplete." in text and "Failing stage rules" in text
+    assert "| colored_fmnist | rho = 5% | no run |" in text and "| - | > " in text
     for i, r in enumerate(cell({**BASELINES, "ddb": [75.0, 75.0, 75.0]})):
         write_json_atomic(tmp_path / f"run{i}" / "results.json", r.to_dict())
         (tmp_path / f"run{i}" / "COMPLETE").write_text("")

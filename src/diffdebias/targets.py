@@ -46,7 +46,7 @@ class Verdict:
     column: str
     recipe: str  # mean ± std (seeds)
     reference: str  # the best label-free baseline (bias cells) or ERM (controls), mean ± std
-    margin: float  # recipe mean - reference mean
+    margin: float  # recipe mean - reference mean (nan: the recipe has no run in the column)
     needed: float  # > this (bias cells) or >= this (controls)
     met: bool | None  # None: the cell is incomplete
     stage: str  # the failing stage ("" when met)
@@ -113,22 +113,27 @@ def bias_stage(m: dict[str, float], twin_misses: bool) -> str:
 
 
 def check_targets(results: list[RunResult], recipe: str) -> list[Verdict]:
-    """The recipe's verdict on every dataset column its runs and the baselines' share."""
+    """The recipe's verdict on every dataset column of `results` (none if the recipe ran nowhere);
+    a column where it has not run yet is incomplete."""
     if recipe not in METHODS:
         raise ConfigError(f"unknown method '{recipe}'; valid: {', '.join(METHODS)}")
     frame = evidence_frame(results)
+    if not (frame["method"] == recipe).any():
+        return []
     twin = true_group_twin(recipe)
     control = frame["dataset"].str.endswith(CONTROL_SUFFIX)
     frame = frame.assign(base=frame["dataset"].str.removesuffix(CONTROL_SUFFIX), control=control)
     out = []
     for (base, is_control, ratio), cell in frame.groupby(["base", "control", frame["ratio"].fillna(-1.0)], sort=True):
         rows = cell[cell["method"] == recipe]
-        if rows.empty:
-            continue
-        rec = _stats(cell, recipe)
         column = "no-bias control" if is_control else f"rho = {ratio:g}%"
         refs = {b: _stats(cell, b) for b in (("erm",) if is_control else LABEL_FREE_BASELINES)}
         ref_name, ref = max(refs.items(), key=lambda kv: -math.inf if math.isnan(kv[1][0]) else kv[1][0])
+        if rows.empty:  # other methods ran here: the goal is open, not absent
+            out.append(Verdict(base, column, "no run", f"{ref_name} {_fmt(*ref)}", math.nan, -CONTROL_TOLERANCE if is_control else ref[1],
+                               None, "", f"no run of {recipe} in this column yet"))  # fmt: skip
+            continue
+        rec = _stats(cell, recipe)
         counts = {rec[2], *(s[2] for s in refs.values())}
         complete = len(counts) == 1 and rec[2] >= 2
         margin = rec[0] - ref[0]
@@ -156,7 +161,7 @@ VERDICT_COLUMNS = ("dataset", "column", "recipe", "reference", "margin", "needed
 def verdicts_frame(verdicts: list[Verdict]) -> pd.DataFrame:
     """The verdicts as a table (markdown and HTML)."""
     return pd.DataFrame([{
-        "dataset": v.dataset, "column": v.column, "recipe": v.recipe, "reference": v.reference, "margin": f"{v.margin:+.2f}",
+        "dataset": v.dataset, "column": v.column, "recipe": v.recipe, "reference": v.reference, "margin": "-" if math.isnan(v.margin) else f"{v.margin:+.2f}",
         "needed": f"{'>=' if v.column == 'no-bias control' else '>'} {v.needed:+.2f}",
         "met": "incomplete" if v.met is None else "yes" if v.met else "NO", "failing stage": v.stage, "evidence": v.evidence,
     } for v in verdicts], columns=list(VERDICT_COLUMNS))  # fmt: skip
