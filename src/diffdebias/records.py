@@ -183,6 +183,10 @@ class Notes:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Notes":
+        return _record(cls, d)
+
 
 @dataclass
 class BiasLabelUse:
@@ -231,7 +235,7 @@ class RunResult:
         if missing:
             raise RunError(f"{source}: field '{missing[0]}' is missing; the file is not a results.json of this toolkit (rerun the run)")
         try:
-            notes = _record(Notes, d.get("notes") or {})
+            notes = Notes.from_dict(d.get("notes") or {})
         except TypeError as exc:  # a note of an older format: a required field is missing
             raise RunError(f"{source}: field 'notes': {exc}; the run was written by an older version of this toolkit (rerun it, "
                            "or collect it apart from newer runs)") from exc  # fmt: skip
