@@ -9,6 +9,7 @@ from diffdebias.engine import loop as loop_mod
 from diffdebias.run import run_method
 
 from .conftest import require_fmnist
+from .tiny_data import make_folder_csv
 
 TINY = {"epochs": 1, "batch_size": 512, "gen.max_steps": 6, "syn_per_class": 4, "sampler_steps": 2, "ba_epochs": 1, "ba_augment": "none"}
 
@@ -65,11 +66,11 @@ def test_ba_source_real_is_the_ablation(tmp_path):
 
 
 def test_ba_model_sets_the_bias_amplifiers_architecture_only(tmp_path, monkeypatch):
-    require_fmnist()
     from diffdebias.errors import ConfigError
 
+    root = str(make_folder_csv(tmp_path / "data"))
     with pytest.raises(ConfigError, match="hyperparameter 'ba_model': unknown model 'vit'; valid: mlp, cnn"):
-        run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "bad", overrides={"ba_model": "vit"}, quiet=True)
+        run_method("ddb1", "folder_csv", root=root, out=tmp_path / "bad", overrides={"ba_model": "vit"}, quiet=True)
     assert not (tmp_path / "bad").exists()  # refused before anything ran
     models = {}
     real_train_stage = loop_mod.Engine.train_stage
@@ -80,10 +81,12 @@ def test_ba_model_sets_the_bias_amplifiers_architecture_only(tmp_path, monkeypat
         return result
 
     monkeypatch.setattr(loop_mod.Engine, "train_stage", spy)
-    run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "r", overrides={**TINY, "ba_model": "cnn", "ba_compare": False}, quiet=True)
+    tiny = {**TINY, "gen.image_size": 8, "gen.preset": "cpu-tiny", "gen.batch_size": 4, "model": "mlp", "ba_model": "cnn"}
+    run = {"root": root, "data_options": {"image_size": 8}, "quiet": True}
+    run_method("ddb1", "folder_csv", out=tmp_path / "r", overrides={**tiny, "ba_compare": False}, **run)
     assert models == {"ba_synthetic/ba_zoom1_rot0": "SmallCNN", "r/main": "MLP"}
     models.clear()  # the probe (real-data BA) may take its own architecture: a cheap MLP next to a CNN BA
-    run_method("ddb1", "colored_fmnist", ratio=1.0, out=tmp_path / "p", overrides={**TINY, "ba_model": "cnn", "probe_model": "mlp"}, quiet=True)
+    run_method("ddb1", "folder_csv", out=tmp_path / "p", overrides={**tiny, "probe_model": "mlp"}, **run)
     assert models == {"ba_synthetic/ba_zoom1_rot0": "SmallCNN", "ba_real/ba_zoom1_rot0": "MLP", "p/main": "MLP"}
 
 
