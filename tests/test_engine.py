@@ -13,6 +13,7 @@ from diffdebias.hparams import resolve_hparams
 from diffdebias.trainers import ERM
 
 from .conftest import require_fmnist
+from .tiny_data import make_folder_csv
 
 FAST = ["epochs=2", "batch_size=512"]
 
@@ -68,9 +69,10 @@ def test_selection_never_reads_the_test_split(cfmnist, tmp_path):
 
 @pytest.mark.parametrize("method", ["erm", "lff"])
 def test_resume_equals_uninterrupted_run(method, tmp_path, monkeypatch):
-    require_fmnist()
-    kw = dict(ratio=1.0, seed=3, overrides={"epochs": 3, "batch_size": 512, "schedule": "cosine"}, quiet=True)
-    full = run_method(method, "colored_fmnist", out=tmp_path / "full", **kw)
+    root = str(make_folder_csv(tmp_path / "data"))  # 4 batches an epoch
+    kw = dict(root=root, seed=3, data_options={"image_size": 8}, overrides={"epochs": 3, "batch_size": 16, "schedule": "cosine", "model": "mlp"},
+              quiet=True)  # fmt: skip
+    full = run_method(method, "folder_csv", out=tmp_path / "full", **kw)
 
     calls = {"n": 0}
     real_evaluate = Engine.evaluate
@@ -83,12 +85,13 @@ def test_resume_equals_uninterrupted_run(method, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Engine, "evaluate", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        run_method(method, "colored_fmnist", out=tmp_path / "cut", **kw)
+        run_method(method, "folder_csv", out=tmp_path / "cut", **kw)
     monkeypatch.setattr(Engine, "evaluate", real_evaluate)
     with pytest.raises(RunError, match="--resume"):
-        run_method(method, "colored_fmnist", out=tmp_path / "cut", **kw)
-    resumed = run_method(method, "colored_fmnist", out=tmp_path / "cut", resume=True, **kw)
+        run_method(method, "folder_csv", out=tmp_path / "cut", **kw)
+    resumed = run_method(method, "folder_csv", out=tmp_path / "cut", resume=True, **kw)
     assert resumed.test == full.test and resumed.val == full.val
+    assert (tmp_path / "cut" / "main.model.safetensors").read_bytes() == (tmp_path / "full" / "main.model.safetensors").read_bytes()
     assert len((tmp_path / "cut" / "main.metrics.jsonl").read_text().splitlines()) == 3
 
 
