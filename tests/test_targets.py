@@ -17,7 +17,7 @@ from diffdebias.targets import bias_stage, check_targets, true_group_twin, verdi
 
 
 def result(method: str, acc: float, seed: int, *, ratio: float | None = 1.0, control: bool = False, auroc: float = 0.99,
-           real_auroc: float = 0.99, found: bool = True, wd: float = 0.01) -> RunResult:  # fmt: skip
+           real_auroc: float = 0.99, found: bool = True, wd: float = 0.01, probe: str = "") -> RunResult:  # fmt: skip
     oracle = method.endswith("oracle")
     ddb = method.startswith("ddb")
     notes = Notes(
@@ -25,7 +25,8 @@ def result(method: str, acc: float, seed: int, *, ratio: float | None = 1.0, con
         bias_evidence=BiasEvidence(5.0, 6.0, 50.0, 2.0, 70.0, found, lift=25.0, min_lift=5.0) if ddb else None,
     )  # fmt: skip
     return RunResult(method, "colored_fmnist", None if control else ratio, seed, "val_pseudo_unbiased", 3, BiasLabelUse(oracle, False), oracle,
-                     {}, {"unbiased_acc": acc}, {}, {"main": 1.0}, {}, notes, {"weight_decay": wd},
+                     {}, {"unbiased_acc": acc}, {}, {"main": 1.0}, {}, notes,
+                     {"weight_decay": wd, "model": "mlp", "ba_model": "cnn", "ba_source": "synthetic", "probe_model": probe},
                      {"bias_mode": "independent"} if control else {},
                      "cpu", {}, "test")  # fmt: skip
 
@@ -61,13 +62,19 @@ def test_a_missed_cell_names_the_trainer_when_true_groups_miss_too():
 
 
 def test_stage_rules_separate_generator_ba_and_bias_evidence():
-    good = {"ba_auroc": 0.95, "real_ba_auroc": 0.95, "found_all": 1.0, "precision": 80.0, "recall": 96.0}
+    good = {"ba_auroc": 0.95, "real_ba_auroc": 0.95, "found_all": 1.0, "precision": 80.0, "recall": 96.0, "same_arch": 1.0}
     assert bias_stage({**good, "precision": 100.0, "recall": 100.0}, twin_misses=False) == "trainer"  # the true groups, found
     assert bias_stage(good, twin_misses=False) == "pseudo-groups"
     assert bias_stage({**good, "found_all": 0.0}, twin_misses=False) == "bias evidence"
     assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.9}, twin_misses=False) == "generator"
     assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.72}, twin_misses=False) == "BA ranking"
     assert bias_stage({**good, "ba_auroc": 0.7}, twin_misses=True) == "trainer"
+    # a real-data probe of another architecture cannot tell the generator from the BA's ranking
+    assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.9, "same_arch": 0.0}, twin_misses=False) == "BA ranking or generator"
+    (v,) = check_targets(cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75, probe="mlp"), "ddb")
+    assert v.stage == "BA ranking or generator" and "BA AUROC 0.800 (cnn on synthetic images; real-data BA 0.750, mlp)" in v.evidence
+    (v,) = check_targets(cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75), "ddb")
+    assert v.stage == "BA ranking" and "real-data BA 0.750, cnn" in v.evidence
     assert true_group_twin("ddb") == "resample_oracle" and true_group_twin("ddb1") == "groupdro"
 
 

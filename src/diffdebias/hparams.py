@@ -263,3 +263,11 @@ def exported_folder(gen: dict[str, Any]) -> str:
 
 # Settings that change speed, not results: a run may be resumed with other values of these.
 PERFORMANCE_KEYS = ("channels_last", "compile", "num_workers")
+
+
+def ba_architecture(hp: dict[str, Any], source: str) -> str:
+    """The model of the Bias Amplifier trained on `source` ("synthetic" | "real"): `ba_model` (else
+    the classifier's), except the real-data probe next to a synthetic-trained BA, which takes
+    `probe_model` when it is set."""
+    probe = source == "real" and hp.get("ba_source") == "synthetic" and hp.get("probe_model")
+    return (hp["probe_model"] if probe else hp.get("ba_model")) or hp["model"]

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .collect import CONTROL_SUFFIX, runs_frame, seed_std, to_markdown
 from .errors import ConfigError
+from .hparams import ba_architecture
 from .recipes import METHODS
 from .recipes.groupdro import LabelGroups
 from .records import RunResult
@@ -30,8 +31,10 @@ GENERATOR_GAP = 0.05  # a real-data BA ranking better by this much blames the sy
 STAGE_RULES = (
     f"trainer: the same trainer at the same weight decay given the TRUE groups misses the goal too, or the pseudo-conflicting set is "
     f"already near the truth (precision and recall >= {GOOD_GROUPS:g}%)",
-    f"generator: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and a BA trained on the real images ranks better by {GENERATOR_GAP}+",
-    f"BA ranking: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and the real-data BA does no better",
+    f"generator: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and a BA of the same architecture trained on the real images "
+    f"ranks better by {GENERATOR_GAP}+",
+    f"BA ranking: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and the real-data BA of the same architecture does no better",
+    "BA ranking or generator: as the two above, but the real-data BA is another architecture (a probe), so the two are not separated",
     "bias evidence: the safeguard found no bias (ERM fallback) in some seed although the BA ranks well",
     "pseudo-groups: the BA ranks well and the bias was found, but its flagged set (precision, recall) does not carry the trainer",
     "controls: bias evidence when the safeguard found a bias in some seed, else the ERM fallback itself",
@@ -71,6 +74,7 @@ def evidence_frame(results: list[RunResult]) -> pd.DataFrame:
             "precision": syn.precision if syn else None, "recall": syn.recall if syn else None,
             "ba_auroc": syn.auroc if syn else None, "real_ba_auroc": real.auroc if real else None,
             "lift": ev.lift if ev else None, "found": ev.found if ev else None, "weight_decay": r.hparams.get("weight_decay"),
+            "ba_arch": ba_architecture(r.hparams, "synthetic") if syn else None, "real_ba_arch": ba_architecture(r.hparams, "real") if real else None,
         })  # fmt: skip
     return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)
 
@@ -94,13 +98,19 @@ def _mean(rows: pd.DataFrame, col: str) -> float:
 def _evidence(rows: pd.DataFrame, twin: str, twin_stats: tuple[float, float, int]) -> tuple[str, dict[str, float]]:
     found = rows["found"].dropna()
     m = {k: _mean(rows, k) for k in ("ba_auroc", "real_ba_auroc", "precision", "recall", "lift")}
-    text = (f"BA AUROC {m['ba_auroc']:.3f} (real-data BA {m['real_ba_auroc']:.3f}); pseudo-conflicting precision {m['precision']:.1f}%, "
+    archs = f"{_archs(rows, 'ba_arch')} on synthetic images; real-data BA {m['real_ba_auroc']:.3f}, {_archs(rows, 'real_ba_arch')}"
+    text = (f"BA AUROC {m['ba_auroc']:.3f} ({archs}); pseudo-conflicting precision {m['precision']:.1f}%, "
             f"recall {m['recall']:.1f}%; bias found in {int(found.sum())}/{len(found)} seeds (lift {m['lift']:.1f})")  # fmt: skip
     if twin:
         text += f"; {twin} (true groups) {twin_stats[0]:.2f}"
+    m["same_arch"] = float(set(rows["ba_arch"].dropna()) == set(rows["real_ba_arch"].dropna()))
     m["found_all"] = float(len(found) > 0 and bool(found.all()))
     m["found_any"] = float(bool(found.any()))
     return text, m
+
+
+def _archs(rows: pd.DataFrame, col: str) -> str:
+    return "/".join(sorted(set(rows[col].dropna()))) or "-"
 
 
 def bias_stage(m: dict[str, float], twin_misses: bool) -> str:
@@ -108,6 +118,8 @@ def bias_stage(m: dict[str, float], twin_misses: bool) -> str:
     if twin_misses or (m["precision"] >= GOOD_GROUPS and m["recall"] >= GOOD_GROUPS):
         return "trainer"
     if not m["ba_auroc"] >= GOOD_AUROC:
+        if not m["same_arch"]:
+            return "BA ranking or generator"
         return "generator" if m["real_ba_auroc"] >= m["ba_auroc"] + GENERATOR_GAP else "BA ranking"
     return "bias evidence" if not m["found_all"] else "pseudo-groups"
 

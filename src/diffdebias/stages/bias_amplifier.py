@@ -24,7 +24,7 @@ from ..data.base import BiasedDataset
 from ..diffusion.train import data_identity
 from ..engine.loop import Engine
 from ..errors import ConfigError
-from ..hparams import COMMON, PERFORMANCE_KEYS, resolve_hparams
+from ..hparams import COMMON, PERFORMANCE_KEYS, ba_architecture, resolve_hparams
 from ..inference.bias_evidence import bias_evidence
 from ..inference.bias_amplifier import GroupInference, diagnostics, infer_groups
 from ..io import build_lock
@@ -51,8 +51,7 @@ def ba_settings(hp: dict[str, Any], augment: tuple[float, float], source: str | 
     """The hyperparameters of a BA training stage with geometric augmentation `augment`; the probe
     (the real-data BA next to a synthetic-trained one) takes `probe_model` when it is set."""
     scale, rotate = augment
-    probe = source == "real" and hp["ba_source"] == "synthetic" and hp["probe_model"]
-    arch = (hp["probe_model"] if probe else hp["ba_model"]) or hp["model"]
+    arch = ba_architecture(hp, source or "synthetic")
     return {**hp, "epochs": hp["ba_epochs"], "selection": "last", "q": hp["ba_q"], "weight_decay": hp["ba_weight_decay"],
             "augment": False, "affine_scale": scale, "affine_rotate": rotate,
             "model": arch, "pretrained": hp["pretrained"] if arch == hp["model"] else ""}  # fmt: skip
