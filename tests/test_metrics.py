@@ -4,6 +4,7 @@ import pytest
 
 from diffdebias.collect import SPREAD_NOTE, _pm, seed_std
 from diffdebias.engine.metrics import classification_metrics
+from diffdebias.errors import ConfigError
 
 
 def test_metrics_against_hand_computed_values():
@@ -125,6 +126,11 @@ def test_defaults_chosen_with_bias_labels_are_recorded_unless_overridden():
     # the recommended recipe's defaults on the 28 px sets
     hp = resolve_hparams("ddb", "corrupted_fmnist")
     assert (hp["weight_decay"], hp["ba_model"], hp["probe_model"], hp["safeguard"], hp["model"]) == (1e-2, "cnn", "mlp", True, "mlp")
+    # the safeguard's evidence needs the real-data probe: refused when the hyperparameters are read, not after the BA trained
+    for off in ({"ba_source": "real"}, {"ba_compare": False}):
+        with pytest.raises(ConfigError, match="safeguard=true needs the bias evidence.*or set safeguard=false"):
+            resolve_hparams("ddb", "corrupted_fmnist", off)
+        assert resolve_hparams("ddb", "corrupted_fmnist", {**off, "safeguard": False})["safeguard"] is False
     assert bias_label_use(False, False, ["weight_decay (val bias labels)"]) == "defaults chosen with bias labels: weight_decay (val bias labels)"
     assert bias_label_use(False, False) == "none"
 

@@ -216,6 +216,10 @@ def declares(keys: dict[str, Any], key: str) -> bool:
     return key.split(".", 1)[0] in keys if key.startswith("gen.") else key in keys
 
 
+SAFEGUARD_NEEDS = ("safeguard=true needs the bias evidence, which the real-data probe gives: ba_source=synthetic with ba_compare=true "
+                   "(or set safeguard=false)")
+
+
 def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The resolved hyperparameters of `method` on `dataset` with `overrides` applied."""
     hp = declared_keys(method)
@@ -237,6 +241,8 @@ def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None 
     for key in ("model", "ba_model", "probe_model"):  # checked now, not when the stage that builds it starts
         if hp.get(key) and hp[key] not in MODEL_NAMES:
             raise ConfigError(f"hyperparameter '{key}': unknown model {hp[key]!r}; valid: {', '.join(MODEL_NAMES)}")
+    if hp.get("safeguard") and not (hp["ba_source"] == "synthetic" and hp["ba_compare"]):
+        raise ConfigError(SAFEGUARD_NEEDS)
     return hp
 
 

@@ -24,7 +24,7 @@ from ..data.base import BiasedDataset
 from ..diffusion.train import data_identity
 from ..engine.loop import Engine
 from ..errors import ConfigError
-from ..hparams import COMMON, PERFORMANCE_KEYS, ba_architecture, resolve_hparams
+from ..hparams import COMMON, PERFORMANCE_KEYS, SAFEGUARD_NEEDS, ba_architecture, resolve_hparams
 from ..inference.bias_evidence import bias_evidence
 from ..inference.bias_amplifier import GroupInference, diagnostics, infer_groups
 from ..io import build_lock
@@ -131,7 +131,7 @@ def no_bias_found(engine: Engine, hp: dict[str, Any]) -> bool:
         return False
     evidence = engine.notes.bias_evidence
     if evidence is None:
-        raise ConfigError("safeguard=true needs the bias evidence: ba_source=synthetic with ba_compare=true")
+        raise ConfigError(SAFEGUARD_NEEDS)
     return not evidence.found
 
 
