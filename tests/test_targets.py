@@ -75,6 +75,12 @@ def test_stage_rules_separate_generator_ba_and_bias_evidence():
     assert v.stage == "BA ranking or generator" and "BA AUROC 0.800 (cnn on synthetic images; real-data BA 0.750, mlp)" in v.evidence
     (v,) = check_targets(cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75), "ddb")
     assert v.stage == "BA ranking" and "real-data BA 0.750, cnn" in v.evidence
+    no_real = cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8)
+    for r in no_real:
+        if r.notes.ba_diagnostics:
+            del r.notes.ba_diagnostics["real"]  # ba_compare=false: nothing to separate the two by
+    (v,) = check_targets(no_real, "ddb")
+    assert v.stage == "BA ranking or generator"
     assert true_group_twin("ddb") == "resample_oracle" and true_group_twin("ddb1") == "groupdro"
 
 

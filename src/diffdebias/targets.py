@@ -34,7 +34,8 @@ STAGE_RULES = (
     f"generator: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and a BA of the same architecture trained on the real images "
     f"ranks better by {GENERATOR_GAP}+",
     f"BA ranking: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and the real-data BA of the same architecture does no better",
-    "BA ranking or generator: as the two above, but the real-data BA is another architecture (a probe), so the two are not separated",
+    "BA ranking or generator: as the two above, but no real-data BA of the same architecture was trained (a probe of another "
+    "architecture, or none), so the two are not separated",
     "bias evidence: the safeguard found no bias (ERM fallback) in some seed although the BA ranks well",
     "pseudo-groups: the BA ranks well and the bias was found, but its flagged set (precision, recall) does not carry the trainer",
     "controls: bias evidence when the safeguard found a bias in some seed, else the ERM fallback itself",
