@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffdebias.errors import ConfigError
+from diffdebias.hparams import resolve_hparams
 from diffdebias.recipes import METHODS
 from diffdebias.run import run_method
 
@@ -128,6 +130,6 @@ def test_safeguard_falls_back_to_erm_when_the_evidence_finds_no_bias(method, roo
         assert seen[1e9].num_groups == 1 and int(seen[1e9].groups.max()) == 0 and seen[0.0].num_groups > 1
     else:
         assert len(seen[1e9].indices) == n and len(seen[0.0].indices) >= n
-    with pytest.raises(Exception, match="Recipe II has no ERM fallback"):
-        run_method("ddb2", "folder_csv", root=str(true), out=tmp_path / "d2", data_options={"image_size": 8}, quiet=True,
-                   overrides={**_overrides("ddb2"), "safeguard": True})  # fmt: skip
+    # Recipe II has no ERM fallback: it does not declare the key, refused when the hyperparameters are read
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'safeguard' for method 'ddb2' \\(the safeguard falls back to ERM, which only Recipe I"):
+        resolve_hparams("ddb2", "folder_csv", {"safeguard": True})

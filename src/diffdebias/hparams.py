@@ -75,9 +75,8 @@ DDB_DEFAULTS: dict[str, Any] = {
     "ba_threshold": 0.0,  # 0: pseudo-conflicting = misclassified by the BA; else p(y) < threshold
     "ba_compare": True,  # also train the BA on the other source (diagnostics; the real-data BA is the bias-evidence probe)
     "probe_model": "",  # the real-data BA's architecture when the BA trains on synthetic images; empty = ba_model's
-    # no-harm safeguard (inference/bias_evidence.py): when the BA's mistakes are not repeated by the
-    # real-data probe no more than bias_evidence_min_lift x chance, no bias was found and Recipe I trains as ERM
-    "safeguard": False,
+    # the bias evidence (inference/bias_evidence.py): the BA found a bias when the real-data probe
+    # repeats its mistakes more than bias_evidence_min_lift x chance
     "bias_evidence_min_lift": 5.0,
     # early stopping on the BA's validation pseudo-groups: no bias labels (engine/selection.py)
     "selection": "val_pseudo_unbiased",
@@ -114,6 +113,12 @@ DIFFUBIAS_DEFAULTS: dict[str, Any] = {
 # LISA (trainers/lisa.py): mixup ratio ~ Beta(alpha, alpha), probability of a same-class partner
 LISA_DEFAULTS: dict[str, Any] = {"lisa_alpha": 2.0, "lisa_p_intra_label": 0.5}
 
+# Recipe I's no-harm safeguard: when the bias evidence says no bias was found, the recipe trains as
+# ERM. Declared only by the recipes with that fallback (Recipe II has none).
+RECIPE_I_DEFAULTS: dict[str, Any] = {**DDB_DEFAULTS, "safeguard": False}
+# why a key some methods declare is not another's (added to the unknown-key error)
+NOT_DECLARED_BECAUSE = {"safeguard": "the safeguard falls back to ERM, which only Recipe I (ddb, ddb1*) can do"}
+
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "erm": {},
     "gce": {"q": 0.7},
@@ -124,14 +129,14 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "resample_oracle": {"groups": "oracle"},
     "lisa_oracle": {"groups": "oracle", **LISA_DEFAULTS},
     "dfr_oracle": {"dfr_epochs": 20},  # the last layer's retraining epochs on the validation split (recipes/dfr.py)
-    "ddb1": {**DDB_DEFAULTS, "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
-    "ddb1_resample": dict(DDB_DEFAULTS),
+    "ddb1": {**RECIPE_I_DEFAULTS, "eta": 0.01, "group_adj": 0.0, "balanced_sampling": True},
+    "ddb1_resample": dict(RECIPE_I_DEFAULTS),
     # the recommended recipe (README): BA pseudo-groups -> group-balanced resampling, with the no-harm safeguard
-    "ddb": {**DDB_DEFAULTS, "safeguard": True},
-    "ddb1_lisa": {**DDB_DEFAULTS, **LISA_DEFAULTS},
-    "ddb1_dfr": {**DDB_DEFAULTS, "dfr_epochs": 20, "selection": "last"},
-    "ddb1_errset": {**DDB_DEFAULTS, "lambda_up": 50},
-    "ddb1_errset_weighted": {**DDB_DEFAULTS, "lambda_up": 50},
+    "ddb": {**RECIPE_I_DEFAULTS, "safeguard": True},
+    "ddb1_lisa": {**RECIPE_I_DEFAULTS, **LISA_DEFAULTS},
+    "ddb1_dfr": {**RECIPE_I_DEFAULTS, "dfr_epochs": 20, "selection": "last"},
+    "ddb1_errset": {**RECIPE_I_DEFAULTS, "lambda_up": 50},
+    "ddb1_errset_weighted": {**RECIPE_I_DEFAULTS, "lambda_up": 50},
     "ddb2": {**DDB_DEFAULTS, "ema": 0.7},
     "diffubias": dict(DIFFUBIAS_DEFAULTS),
 }
@@ -229,7 +234,8 @@ def resolve_hparams(method: str, dataset: str, overrides: dict[str, Any] | None 
     for key, value in (overrides or {}).items():
         if not declares(hp, key):
             valid = sorted(hp) + (["gen.KEY (a DiffusionConfig field)"] if "gen" in hp else [])
-            raise ConfigError(f"unknown hyperparameter '{key}' for method '{method}'; valid keys: {', '.join(valid)}")
+            why = f" ({NOT_DECLARED_BECAUSE[key]})" if key in NOT_DECLARED_BECAUSE else ""
+            raise ConfigError(f"unknown hyperparameter '{key}' for method '{method}'{why}; valid keys: {', '.join(valid)}")
         if key.startswith("gen."):
             gen[key[4:]] = value
         elif key == "gen":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
 from ..stages.bias_amplifier import bias_amplifier_groups
 from ..trainers import LfF, TrainerInputs
 from .base import DDBRecipe
@@ -17,7 +16,5 @@ class DDB2(DDBRecipe):
     trainer: type = LfF
 
     def inputs(self, engine, hp):
-        if hp["safeguard"]:
-            raise ConfigError("safeguard=true is for Recipe I (ddb1, ddb1_resample, ddb1_errset, ddb1_errset_weighted); Recipe II has no ERM fallback")
         inferred = bias_amplifier_groups(engine, hp)
         return TrainerInputs(bias_losses=inferred["train"].scores, eval_groups={"val": inferred["val"].groups(engine.data.split("val").y)})
