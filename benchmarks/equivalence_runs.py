@@ -5,7 +5,9 @@
     DIFFDEBIAS_CACHE=/tmp/c_new python benchmarks/equivalence_runs.py new /tmp/eq/new erm,lff,jtt,groupdro,ddb1,ddb1_errset,ddb2,diffubias
 
 Each writes `summary.json` (val / test metrics, selected epoch, BA facts per method); compare the two.
-`old` speaks the API before 2026-12-01 (`diffdebias.engine.run`, `gen_steps`).
+`old` speaks the API before 2026-12-01 (`diffdebias.engine.run`, `gen_steps`). A fourth argument
+names the dataset (default colored_fmnist), e.g. background_fmnist for the recommended `ddb` with
+its safeguard's evidence.
 """
 
 import json
@@ -18,6 +20,7 @@ if old:
     from diffdebias.engine.run import run_method
 else:
     from diffdebias.run import run_method
+dataset = sys.argv[4] if len(sys.argv) > 4 else "colored_fmnist"
 gen = {"gen_steps": 30} if old else {"gen.max_steps": 30}
 res = {}
 for m in sys.argv[3].split(","):
@@ -26,11 +29,11 @@ for m in sys.argv[3].split(","):
         ov |= {"syn_per_class": 8, "sampler_steps": 3, "ba_epochs": 2, **gen}
     if m == "diffubias":
         ov |= {"bias_epochs": 2, "num_candidates": 4, "audit": False, **gen}
-    if m == "jtt":
+    if m in ("jtt", "jtt_weighted"):
         ov["lambda_up"] = 5
-    r = run_method(m, "colored_fmnist", ratio=1.0, seed=0, out=out / m, overrides=ov, quiet=True)
+    r = run_method(m, dataset, ratio=1.0, seed=0, out=out / m, overrides=ov, quiet=True)
     r = r if isinstance(r, dict) else r.to_dict()  # a RunResult since 2026-12-01
-    keep = ("ba_diagnostics", "pseudo_conflicting", "jtt_error_set_size", "ba_augment")
+    keep = ("ba_diagnostics", "pseudo_conflicting", "jtt_error_set_size", "ba_augment", "bias_evidence", "dfr")
     res[m] = {"test": r["test"], "val": r["val"], "epoch": r["selected_epoch"], "notes": {k: v for k, v in r["notes"].items() if k in keep}}
     print(m, r["test"]["unbiased_acc"], flush=True)
 (out / "summary.json").write_text(json.dumps(res, indent=1, sort_keys=True))
