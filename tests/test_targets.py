@@ -3,6 +3,7 @@ by the larger sample std, the control tolerance, incomplete cells, and the faili
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -29,6 +30,14 @@ def result(method: str, acc: float, seed: int, *, ratio: float | None = 1.0, con
                      {"weight_decay": wd, "model": "mlp", "ba_model": "cnn", "ba_source": "synthetic", "probe_model": probe},
                      {"bias_mode": "independent"} if control else {},
                      "cpu", {}, "test")  # fmt: skip
+
+
+def stage_check_run(seed: int, auroc: float, ratio: float = 1.0, ba_model: str = "cnn") -> RunResult:
+    """The recipe with ba_source=real: one BA, trained on the real images, and no synthetic one."""
+    r = result("ddb", 70.0, seed, ratio=ratio)
+    r.notes.ba_diagnostics = {"real": BADiagnostics(True, 100, 90, 90.0, 81.0, auroc)}
+    r.hparams.update(ba_source="real", ba_model=ba_model)
+    return r
 
 
 def cell(accs: dict[str, list[float]], **kw) -> list[RunResult]:
@@ -62,15 +71,15 @@ def test_a_missed_cell_names_the_trainer_when_true_groups_miss_too():
 
 
 def test_stage_rules_separate_generator_ba_and_bias_evidence():
-    good = {"ba_auroc": 0.95, "real_ba_auroc": 0.95, "found_all": 1.0, "precision": 80.0, "recall": 96.0, "same_arch": 1.0}
+    good = {"ba_auroc": 0.95, "real_ba_auroc": 0.95, "found_all": 1.0, "precision": 80.0, "recall": 96.0, "gap": 0.0}
     assert bias_stage({**good, "precision": 100.0, "recall": 100.0}, twin_misses=False) == "trainer"  # the true groups, found
     assert bias_stage(good, twin_misses=False) == "pseudo-groups"
     assert bias_stage({**good, "found_all": 0.0}, twin_misses=False) == "bias evidence"
-    assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.9}, twin_misses=False) == "generator"
-    assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.72}, twin_misses=False) == "BA ranking"
+    assert bias_stage({**good, "ba_auroc": 0.7, "gap": 0.2}, twin_misses=False) == "generator"
+    assert bias_stage({**good, "ba_auroc": 0.7, "gap": 0.02}, twin_misses=False) == "BA ranking"
     assert bias_stage({**good, "ba_auroc": 0.7}, twin_misses=True) == "trainer"
     # a real-data probe of another architecture cannot tell the generator from the BA's ranking
-    assert bias_stage({**good, "ba_auroc": 0.7, "real_ba_auroc": 0.9, "same_arch": 0.0}, twin_misses=False) == "BA ranking or generator"
+    assert bias_stage({**good, "ba_auroc": 0.7, "gap": math.nan}, twin_misses=False) == "BA ranking or generator"
     (v,) = check_targets(cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75, probe="mlp"), "ddb")
     assert v.stage == "BA ranking or generator" and "BA AUROC 0.800 (cnn on synthetic images; real-data BA 0.750, mlp)" in v.evidence
     (v,) = check_targets(cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75), "ddb")
@@ -81,6 +90,13 @@ def test_stage_rules_separate_generator_ba_and_bias_evidence():
             del r.notes.ba_diagnostics["real"]  # ba_compare=false: nothing to separate the two by
     (v,) = check_targets(no_real, "ddb")
     assert v.stage == "BA ranking or generator"
+    # a stage-check run (the recipe with ba_source=real, the grid's BA architecture) on one of the cell's seeds separates them
+    probed = cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75, probe="mlp")
+    assert [v.stage for v in check_targets(probed, "ddb", [stage_check_run(1, 0.92)])] == ["generator"]
+    (v,) = check_targets(probed, "ddb", [stage_check_run(1, 0.82)])
+    assert v.stage == "BA ranking" and "stage check (the same cnn trained on the real images, seed 1): AUROC 0.820 against 0.800" in v.evidence
+    for other in (stage_check_run(7, 0.92), stage_check_run(1, 0.92, ratio=2.0), stage_check_run(1, 0.92, ba_model="mlp")):
+        assert [v.stage for v in check_targets(probed, "ddb", [other])] == ["BA ranking or generator"]  # another seed, cell or architecture
     assert true_group_twin("ddb") == "resample_oracle" and true_group_twin("ddb1") == "groupdro"
 
 
@@ -106,6 +122,15 @@ def test_a_cell_with_missing_seeds_or_baselines_is_incomplete(tmp_path):
         (tmp_path / f"run{i}" / "COMPLETE").write_text("")
     res = CliRunner().invoke(main, ["collect", str(tmp_path), "--targets", "ddb"], catch_exceptions=False)
     assert res.exit_code == 0 and "| colored_fmnist | rho = 1% |" in res.output and "1/1 goals met" in res.output
+    probed = cell({**BASELINES, "ddb": [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75, probe="mlp")
+    for folder, runs in (("grid", probed), ("checks", [stage_check_run(1, 0.92)])):
+        for i, r in enumerate(runs):
+            write_json_atomic(tmp_path / folder / f"run{i}" / "results.json", r.to_dict())
+            (tmp_path / folder / f"run{i}" / "COMPLETE").write_text("")
+    res = CliRunner().invoke(main, ["collect", str(tmp_path / "grid"), "--targets", "ddb", "--stage-checks", str(tmp_path / "checks")])
+    assert res.exit_code == 0 and "| NO | generator |" in res.output, res.output
+    alone = CliRunner().invoke(main, ["collect", str(tmp_path), "--stage-checks", str(tmp_path)])
+    assert alone.exit_code != 0 and "--stage-checks goes with --targets METHOD" in alone.output
     bad = CliRunner().invoke(main, ["collect", str(tmp_path), "--targets", "nope"])
     assert bad.exit_code != 0 and "unknown method 'nope'" in bad.output
 

@@ -262,8 +262,12 @@ def diffusion_audit(synth_dir, dataset, root, ratio, sets, json_out) -> None:
 @click.option("--targets", "targets_of", default=None, metavar="METHOD",
               help="Instead, check METHOD's goals (ahead of the best label-free baseline by more than the larger std; within 1.5 points "
                    "of ERM on the controls) and name the failing stage where one is missed.")
+@click.option("--stage-checks", "stage_checks", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="With --targets: runs of METHOD with ba_source=real on some of the grid's seeds, which tell the generator from the "
+                   "BA's ranking where the grid's own real-data BA has another architecture.")
 @friendly_errors
-def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | None, by_ratio: tuple[str, ...], targets_of: str | None) -> None:
+def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | None, by_ratio: tuple[str, ...], targets_of: str | None,
+                stage_checks: str | None) -> None:  # fmt: skip
     """Mean +- std over seeds of every complete run under DIRECTORY (markdown, optional CSV)."""
     from pathlib import Path
 
@@ -273,8 +277,11 @@ def collect_cmd(directory: str, split: str, policy: str | None, csv_path: str | 
     results = find_results(Path(directory))
     if not results:
         raise click.ClickException(f"no complete run (results.json + COMPLETE) under {directory}")
+    if stage_checks and not targets_of:
+        raise click.UsageError("--stage-checks goes with --targets METHOD")
     if targets_of:
-        click.echo(verdicts_markdown(check_targets(results, targets_of), targets_of), nl=False)
+        checks = find_results(Path(stage_checks)) if stage_checks else []
+        click.echo(verdicts_markdown(check_targets(results, targets_of, checks), targets_of), nl=False)
         return
     frame = runs_frame(results, split, policy)
     table = summary_table(frame)

@@ -5,8 +5,9 @@ the larger of the two sample standard deviations over seeds? Per no-bias control
 CONTROL_TOLERANCE points of ERM? Where a goal is missed, the stage is named by STAGE_RULES from the
 recipe's own records (bias labels enter them for evaluation only): its trainer given the TRUE groups
 (the oracle run of the same trainer), the Bias Amplifier's ranking AUROC on the real training set
-next to that of a BA trained on the real images, the bias evidence of the safeguard, and the
-precision and recall of its pseudo-conflicting samples.
+next to that of a BA of the same architecture trained on the real images (in the run itself, or in
+a stage-check run: the recipe with ba_source=real on the same seed), the bias evidence of the
+safeguard, and the precision and recall of its pseudo-conflicting samples.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ STAGE_RULES = (
     f"trainer: the same trainer at the same weight decay given the TRUE groups misses the goal too, or the pseudo-conflicting set is "
     f"already near the truth (precision and recall >= {GOOD_GROUPS:g}%)",
     f"generator: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and a BA of the same architecture trained on the real images "
-    f"ranks better by {GENERATOR_GAP}+",
+    f"(in the run, or in a stage-check run of the recipe with ba_source=real on the same seeds) ranks better by {GENERATOR_GAP}+",
     f"BA ranking: the synthetic-trained BA ranks below AUROC {GOOD_AUROC} and the real-data BA of the same architecture does no better",
     "BA ranking or generator: as the two above, but no real-data BA of the same architecture was trained (a probe of another "
     "architecture, or none), so the two are not separated",
@@ -75,6 +76,7 @@ def evidence_frame(results: list[RunResult]) -> pd.DataFrame:
             "precision": syn.precision if syn else None, "recall": syn.recall if syn else None,
             "ba_auroc": syn.auroc if syn else None, "real_ba_auroc": real.auroc if real else None,
             "lift": ev.lift if ev else None, "found": ev.found if ev else None, "weight_decay": r.hparams.get("weight_decay"),
+            "ba_source": r.hparams.get("ba_source"),
             "ba_arch": ba_architecture(r.hparams, "synthetic") if syn else None, "real_ba_arch": ba_architecture(r.hparams, "real") if real else None,
         })  # fmt: skip
     return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)
@@ -104,7 +106,8 @@ def _evidence(rows: pd.DataFrame, twin: str, twin_stats: tuple[float, float, int
             f"recall {m['recall']:.1f}%; bias found in {int(found.sum())}/{len(found)} seeds (lift {m['lift']:.1f})")  # fmt: skip
     if twin:
         text += f"; {twin} (true groups) {twin_stats[0]:.2f}"
-    m["same_arch"] = float(set(rows["ba_arch"].dropna()) == set(rows["real_ba_arch"].dropna()))
+    same_arch = set(rows["ba_arch"].dropna()) == set(rows["real_ba_arch"].dropna())
+    m["gap"] = m["real_ba_auroc"] - m["ba_auroc"] if same_arch else math.nan
     m["found_all"] = float(len(found) > 0 and bool(found.all()))
     m["found_any"] = float(bool(found.any()))
     return text, m
@@ -114,22 +117,43 @@ def _archs(rows: pd.DataFrame, col: str) -> str:
     return "/".join(sorted(set(rows[col].dropna()))) or "-"
 
 
+def stage_check(rows: pd.DataFrame, checks: pd.DataFrame) -> tuple[float, str]:
+    """From stage-check runs (`checks`: the recipe with ba_source=real, any cell) on `rows`' cell and
+    seeds with the synthetic BA's architecture: the real-data BA's AUROC minus the synthetic one's on
+    those seeds, and a note for the evidence; (nan, "") when there is none."""
+    if checks.empty or rows.empty:
+        return math.nan, ""
+    first = rows.iloc[0]
+    match = checks[(checks["dataset"] == first["dataset"]) & (checks["ratio"].fillna(-1.0) == (-1.0 if pd.isna(first["ratio"]) else first["ratio"]))
+                   & checks["seed"].isin(rows["seed"]) & checks["real_ba_arch"].isin(rows["ba_arch"].dropna())]  # fmt: skip
+    if match.empty:
+        return math.nan, ""
+    real, syn = _mean(match, "real_ba_auroc"), _mean(rows[rows["seed"].isin(match["seed"])], "ba_auroc")
+    seeds = ", ".join(str(s) for s in sorted(match["seed"].unique()))
+    return real - syn, f"; stage check (the same {_archs(match, 'real_ba_arch')} trained on the real images, seed {seeds}): AUROC {real:.3f} against {syn:.3f}"
+
+
 def bias_stage(m: dict[str, float], twin_misses: bool) -> str:
-    """The failing stage of a missed bias cell (STAGE_RULES)."""
+    """The failing stage of a missed bias cell (STAGE_RULES); m["gap"] is the same-architecture
+    real-data BA's AUROC minus the synthetic BA's (nan: not measured)."""
     if twin_misses or (m["precision"] >= GOOD_GROUPS and m["recall"] >= GOOD_GROUPS):
         return "trainer"
     if not m["ba_auroc"] >= GOOD_AUROC:
-        if not m["same_arch"]:
+        if math.isnan(m["gap"]):
             return "BA ranking or generator"
-        return "generator" if m["real_ba_auroc"] >= m["ba_auroc"] + GENERATOR_GAP else "BA ranking"
+        return "generator" if m["gap"] >= GENERATOR_GAP else "BA ranking"
     return "bias evidence" if not m["found_all"] else "pseudo-groups"
 
 
-def check_targets(results: list[RunResult], recipe: str) -> list[Verdict]:
+def check_targets(results: list[RunResult], recipe: str, stage_checks: list[RunResult] = ()) -> list[Verdict]:
     """The recipe's verdict on every dataset column of `results` (none if the recipe ran nowhere);
-    a column where it has not run yet is incomplete."""
+    a column where it has not run yet is incomplete. `stage_checks`: runs of the recipe with
+    ba_source=real (kept apart from the grid) that separate the generator from the BA's ranking."""
     if recipe not in METHODS:
         raise ConfigError(f"unknown method '{recipe}'; valid: {', '.join(METHODS)}")
+    checks = evidence_frame(list(stage_checks)) if stage_checks else pd.DataFrame()
+    if not checks.empty:
+        checks = checks[(checks["method"] == recipe) & (checks["ba_source"] == "real") & checks["real_ba_auroc"].notna()]
     frame = evidence_frame(results)
     if not (frame["method"] == recipe).any():
         return []
@@ -156,6 +180,9 @@ def check_targets(results: list[RunResult], recipe: str) -> list[Verdict]:
         compared = not twin_rows.empty and set(twin_rows["weight_decay"]) == set(rows["weight_decay"])  # else no ceiling of this trainer
         twin_stats = _stats(cell, f"{twin} (oracle)") if compared else (math.nan, 0.0, 0)
         text, m = _evidence(rows, twin if compared else "", twin_stats)
+        if math.isnan(m["gap"]) and not is_control:
+            m["gap"], note = stage_check(rows, checks)
+            text += note
         if not twin_rows.empty and not compared:
             text += f"; {twin} (true groups) ran at another weight decay: not compared"
         stage = ""
