@@ -174,6 +174,9 @@ def test_the_readme_names_the_recommended_recipe_and_the_report_checks_its_goals
     page = _goals_section(cell({**BASELINES, RECOMMENDED: [75.0, 75.5, 76.0], "resample_oracle": [80.0, 80.0, 80.0]}))
     assert "1/1 goals met; 0 incomplete." in page and "<td>rho = 1%</td>" in page and "Failing stage rules" in page
     assert "No run of the recommended recipe" in _goals_section(cell({"erm": [50.0, 51.0]}))
+    probed = cell({**BASELINES, RECOMMENDED: [60.0, 61.0, 62.0]}, auroc=0.8, real_auroc=0.75, probe="mlp")
+    assert "<td>BA ranking or generator</td>" in _goals_section(probed)
+    assert "<td>generator</td>" in _goals_section(probed, [stage_check_run(1, 0.92)])  # `report --stage-checks DIR`
 
 
 def test_a_data_seed_equal_to_the_run_seed_is_the_seed_column_not_a_dataset_option():

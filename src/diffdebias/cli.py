@@ -465,14 +465,17 @@ def _write_summary(directory) -> None:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="HTML file (default DIRECTORY/report.html).")
 @click.option("--audit-epochs", type=int, default=10, show_default=True, help="Epochs of the audit judges (cached per dataset).")
 @click.option("--no-audit", is_flag=True, help="Skip the diffusion audit (no judge training).")
+@click.option("--stage-checks", "stage_checks", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="Runs of the recommended recipe with ba_source=real for its failing stages (as collect --targets --stage-checks).")
 @friendly_errors
-def report_cmd(directory: str, out_path: str | None, audit_epochs: int, no_audit: bool) -> None:
+def report_cmd(directory: str, out_path: str | None, audit_epochs: int, no_audit: bool, stage_checks: str | None) -> None:
     """One self-contained HTML report (tables, charts, images, audit, attributions, energy) of the runs under DIRECTORY."""
     from pathlib import Path
 
     from .report.html import write_report
 
-    path = write_report(Path(directory), Path(out_path) if out_path else None, audit_epochs=None if no_audit else audit_epochs, echo=click.echo)
+    path = write_report(Path(directory), Path(out_path) if out_path else None, audit_epochs=None if no_audit else audit_epochs, echo=click.echo,
+                        stage_checks=Path(stage_checks) if stage_checks else None)  # fmt: skip
     click.echo(f"report: {path}")
 
 

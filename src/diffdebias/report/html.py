@@ -60,8 +60,11 @@ table.tbl td.best{font-weight:700;background:#e3f1e5}table.tbl tr.oracle td{colo
 """
 
 
-def write_report(directory: Path, out: Path | None = None, audit_epochs: int | None = 10, echo: Callable = print) -> Path:
-    """Build the report of the complete runs under `directory`; returns the HTML file's path."""
+def write_report(directory: Path, out: Path | None = None, audit_epochs: int | None = 10, echo: Callable = print,
+                 stage_checks: Path | None = None) -> Path:  # fmt: skip
+    """Build the report of the complete runs under `directory`; returns the HTML file's path.
+    `stage_checks`: a folder of the recommended recipe's ba_source=real runs for its failing stages
+    (targets.check_targets)."""
     directory = Path(directory)
     results = find_results(directory)
     if not results:
@@ -72,7 +75,7 @@ def write_report(directory: Path, out: Path | None = None, audit_epochs: int | N
     frame = runs_frame(results)
     sections = [
         ("glance", "At a glance", _glance_section(frame)),
-        ("goals", f"Goals of the recommended recipe ({RECOMMENDED})", _goals_section(results)),
+        ("goals", f"Goals of the recommended recipe ({RECOMMENDED})", _goals_section(results, find_results(Path(stage_checks)) if stage_checks else [])),
         ("results", "Results", _results_section(frame)),
         ("charts", "Charts", _charts_section(frame)),
         ("classes", "Per-class F1", _class_f1_section(results, loader)),
@@ -148,8 +151,8 @@ def glance_table(text: pd.DataFrame, means: pd.DataFrame) -> str:
     return f'<div class="scroll"><table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
-def _goals_section(results: list[RunResult]) -> str:
-    verdicts = check_targets(results, RECOMMENDED)
+def _goals_section(results: list[RunResult], stage_checks: list[RunResult] = ()) -> str:
+    verdicts = check_targets(results, RECOMMENDED, stage_checks)
     if not verdicts:
         return f'<p class="note">No run of the recommended recipe ({RECOMMENDED}) under this folder.</p>'
     return (f'<p class="note">{html.escape(goals_text(RECOMMENDED))} {html.escape(tally(verdicts))}</p>' + _table(verdicts_frame(verdicts))
