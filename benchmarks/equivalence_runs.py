@@ -4,12 +4,14 @@
     DIFFDEBIAS_CACHE=/tmp/c_old PYTHONPATH=/tmp/old/src python benchmarks/equivalence_runs.py old /tmp/eq/old erm,lff,jtt,groupdro,ddb1,ddb1_errset,ddb2,diffubias
     DIFFDEBIAS_CACHE=/tmp/c_new python benchmarks/equivalence_runs.py new /tmp/eq/new erm,lff,jtt,groupdro,ddb1,ddb1_errset,ddb2,diffubias
 
-Each writes `summary.json` (val / test metrics, selected epoch, BA facts per method); compare the two.
+Each writes `summary.json` (val / test metrics, selected epoch, BA facts, the saved weights' sha256
+per method); compare the two.
 `old` speaks the API before 2026-12-01 (`diffdebias.engine.run`, `gen_steps`). A fourth argument
 names the dataset (default colored_fmnist), e.g. background_fmnist for the recommended `ddb` with
 its safeguard's evidence.
 """
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -35,5 +37,8 @@ for m in sys.argv[3].split(","):
     r = r if isinstance(r, dict) else r.to_dict()  # a RunResult since 2026-12-01
     keep = ("ba_diagnostics", "pseudo_conflicting", "jtt_error_set_size", "ba_augment", "bias_evidence", "dfr")
     res[m] = {"test": r["test"], "val": r["val"], "epoch": r["selected_epoch"], "notes": {k: v for k, v in r["notes"].items() if k in keep}}
+    weights = out / m / "main.model.safetensors"
+    if weights.exists():  # the layout since 2026-12-01
+        res[m]["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     print(m, r["test"]["unbiased_acc"], flush=True)
 (out / "summary.json").write_text(json.dumps(res, indent=1, sort_keys=True))
