@@ -118,13 +118,14 @@ def _archs(rows: pd.DataFrame, col: str) -> str:
 
 
 def stage_check(rows: pd.DataFrame, checks: pd.DataFrame) -> tuple[float, str]:
-    """From stage-check runs (`checks`: the recipe with ba_source=real, any cell) on `rows`' cell and
-    seeds with the synthetic BA's architecture: the real-data BA's AUROC minus the synthetic one's on
-    those seeds, and a note for the evidence; (nan, "") when there is none."""
+    """From stage-check runs (`checks`: the recipe with ba_source=real, any cell) on `rows`' bias cell
+    (a ratio; controls have no stage to separate) and seeds with the synthetic BA's architecture: the
+    real-data BA's AUROC minus the synthetic one's on those seeds, and a note for the evidence;
+    (nan, "") when there is none."""
     if checks.empty or rows.empty:
         return math.nan, ""
     first = rows.iloc[0]
-    match = checks[(checks["dataset"] == first["dataset"]) & (checks["ratio"].fillna(-1.0) == (-1.0 if pd.isna(first["ratio"]) else first["ratio"]))
+    match = checks[(checks["dataset"] == first["dataset"]) & (checks["ratio"] == first["ratio"])
                    & checks["seed"].isin(rows["seed"]) & checks["real_ba_arch"].isin(rows["ba_arch"].dropna())]  # fmt: skip
     if match.empty:
         return math.nan, ""
