@@ -148,3 +148,25 @@ def test_bias_evidence_agreement_chance_and_lift_by_hand():
     assert (ev.ba_val_error, ev.probe_val_error, ev.agreement, ev.chance_agreement, ev.lift) == (50.0, 25.0, 50.0, 25.0, 2.0)
     assert ev.found is False and bias_evidence(ba, probe, y, min_lift=2.0).found is True
     assert ev.confident_errors == 100.0  # softmax of (5, 0): p_max 0.993
+
+
+def test_a_run_that_changed_its_own_policy_stays_in_its_methods_row():
+    """Regression: the tables grouped by the policy that chose each run's epoch, so the seed where
+    `ddb`'s safeguard fell back to ERM (`last`) left its method's row, and the row's mean was over
+    the other seeds only (55.54 over three seeds printed as 56.51 over two and 53.60 alone)."""
+    from diffdebias.collect import ratio_tables, selections_label, summary_table
+
+    rows = [("colored_fmnist", 1.0, "ddb", "val_pseudo_unbiased", 60.0, 2), ("colored_fmnist", 1.0, "ddb", "val_pseudo_unbiased", 62.0, 3),
+            ("colored_fmnist", 1.0, "ddb", "last", 55.0, 4), ("colored_fmnist (no-bias control)", None, "ddb", "last", 80.0, 2),
+            ("colored_fmnist", 1.0, "erm", "last", 50.0, 2)]  # fmt: skip
+    frame = pd.DataFrame([{"dataset": d, "ratio": r, "method": m, "selection": s, "policy": "last" if m == "erm" else "val_pseudo_unbiased",
+                           "bias_labels": "none", "seed": seed, "unbiased_acc": v} for d, r, m, s, v, seed in rows])  # fmt: skip
+    table = summary_table(frame)
+    ddb = table[(table["method"] == "ddb") & (table["ratio"] == "1")]
+    assert len(ddb) == 1 and ddb["seeds"].item() == 3 and ddb["unbiased_acc"].item() == _pm(pd.Series([60.0, 62.0, 55.0]))
+    assert ddb["selection"].item() == "val_pseudo_unbiased (2 of 3), last (1 of 3)"
+    assert list(table.columns[:6]) == ["dataset", "ratio", "method", "selection", "bias_labels", "seeds"]
+    pivot = ratio_tables(frame, "unbiased_acc")["colored_fmnist"].set_index("method")
+    assert pivot.loc["ddb", "rho = 1%"] == _pm(pd.Series([60.0, 62.0, 55.0])) and pivot.loc["ddb", "no-bias control"] == "80.00 (n = 1)"
+    assert pivot.loc["ddb", "selection"] == "val_pseudo_unbiased (2 of 4), last (2 of 4)" and pivot.loc["erm", "selection"] == "last"
+    assert selections_label(pd.Series(["last", "val_avg", "val_avg"])) == "val_avg (2 of 3), last (1 of 3)"

@@ -1,5 +1,5 @@
 """Turn run directories into tables: mean +- std over seeds of every metric, per
-(dataset, ratio, method, selection policy), with bias-label use shown."""
+(dataset, ratio, method, configured selection policy), with bias-label use shown."""
 
 from __future__ import annotations
 
@@ -28,7 +28,10 @@ def runs_frame(results: list[RunResult], split: str = "test", policy: str | None
     """One row per run: identity, bias-label use, wall time and the split's metrics.
 
     With `policy`, non-oracle runs are reported at the epoch that policy selects (from the run's
-    `by_policy` record) instead of the run's own selection; oracle runs keep theirs.
+    `by_policy` record) instead of the run's own selection; oracle runs keep theirs. `selection` is
+    the policy that chose the run's epoch, `policy` the one it was configured with (the tables'
+    grouping key): they differ where a run changed its own policy (`ddb`'s safeguard falls back
+    to ERM's `last`), and such a run stays in its method's row.
     """
     rows = []
     for r in results:
@@ -43,6 +46,7 @@ def runs_frame(results: list[RunResult], split: str = "test", policy: str | None
             "ratio": r.ratio,
             "method": r.method + (" (oracle)" if oracle else ""),
             "selection": name + (" (val bias labels)" if uses_val_b else ""),
+            "policy": policy if chosen is not None else r.hparams.get("selection", r.selection),
             "bias_labels": bias_label_use(oracle, uses_val_b, r.bias_labels_used.defaults),
             "seed": r.seed,
             "wall_time_s": r.total_wall_time_s,
@@ -79,26 +83,39 @@ def bias_label_use(training: bool, selection: bool, defaults: list[str] | None =
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """mean +- std over seeds, as strings, one row per (dataset, ratio, method, selection)."""
-    keys = ["dataset", "ratio", "method", "selection", "bias_labels"]
-    metrics = [c for c in frame.columns if c not in keys + ["seed"]]
+    """mean +- std over seeds, as strings, one row per (dataset, ratio, method, configured policy)."""
+    keys = ["dataset", "ratio", "method", "policy", "bias_labels"]
+    metrics = [c for c in frame.columns if c not in keys + ["seed", "selection"]]
     out = []
     for key, group in frame.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key))
         row["ratio"] = "-" if row["ratio"] is None or (isinstance(row["ratio"], float) and math.isnan(row["ratio"])) else f"{row['ratio']:g}"
+        row["selection"] = selections_label(group["selection"])
+        del row["policy"]
         row["seeds"] = len(group)
         for m in metrics:
             vals = pd.to_numeric(group[m], errors="coerce").dropna()
             row[m] = _pm(vals) if len(vals) else "-"
         out.append(row)
-    return pd.DataFrame(out)
+    columns = ["dataset", "ratio", "method", "selection", "bias_labels", "seeds"]
+    return pd.DataFrame(out, columns=columns + metrics)
+
+
+def selections_label(selections: pd.Series) -> str:
+    """The policies that chose the epochs of a group's runs: one name, or each with its share of
+    the runs, most frequent first (e.g. `val_pseudo_unbiased (2 of 3), last (1 of 3)`)."""
+    counts = selections.value_counts(sort=False)
+    if len(counts) == 1:
+        return str(counts.index[0])
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], list(selections).index(kv[0])))
+    return ", ".join(f"{name} ({n} of {len(selections)})" for name, n in ranked)
 
 
 CONTROL_SUFFIX = " (no-bias control)"
 
 
 def ratio_tables(frame: pd.DataFrame, metric: str, numeric: bool = False) -> dict[str, pd.DataFrame]:
-    """Per dataset, `metric` as mean ± std over seeds: one row per (method, selection), one column
+    """Per dataset, `metric` as mean ± std over seeds: one row per (method, configured policy), one column
     per ratio and one for the dataset's no-bias control; a cell with fewer seeds than the table's
     most says how many. With `numeric`, the cells are the means as floats (NaN where no run)."""
     if metric not in frame.columns:
@@ -111,10 +128,10 @@ def ratio_tables(frame: pd.DataFrame, metric: str, numeric: bool = False) -> dic
     for base, part in frame.groupby("base", sort=True):
         order = dict(zip(part["column"], part["column_key"]))  # the control column sorts last, then by ratio
         columns = sorted(order, key=order.__getitem__)
-        most = part.groupby(["method", "selection", "column"]).size().max()
+        most = part.groupby(["method", "policy", "column"]).size().max()
         rows = []
-        for (method, selection), group in sorted(part.groupby(["method", "selection"]), key=lambda kv: _method_order(kv[0][0])):
-            row = {"method": method, "selection": selection}
+        for (method, _), group in sorted(part.groupby(["method", "policy"]), key=lambda kv: _method_order(kv[0][0])):
+            row = {"method": method, "selection": selections_label(group["selection"])}
             for col in columns:
                 vals = pd.to_numeric(group.loc[group["column"] == col, metric], errors="coerce").dropna()
                 if numeric:
