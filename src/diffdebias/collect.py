@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,9 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
 def selections_label(selections: pd.Series) -> str:
     """The policies that chose the epochs of a group's runs: one name, or each with its share of
     the runs, most frequent first (e.g. `val_pseudo_unbiased (2 of 3), last (1 of 3)`)."""
-    counts = selections.value_counts(sort=False)
-    if len(counts) == 1:
-        return str(counts.index[0])
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], list(selections).index(kv[0])))
+    ranked = Counter(selections).most_common()  # ties in order of first appearance
+    if len(ranked) == 1:
+        return str(ranked[0][0])
     return ", ".join(f"{name} ({n} of {len(selections)})" for name, n in ranked)
 
 
