@@ -201,3 +201,25 @@ def test_a_filesystem_without_locks_is_warned_about_not_fatal(tmp_path, monkeypa
     with exclusive(tmp_path / "run", "erm run"):
         pass
     assert "cannot lock (No locks available); nothing stops a second process" in capsys.readouterr().out
+
+
+def test_channels_last_weights_and_their_optimizer_state_checkpoint_exactly(tmp_path):
+    """CUDA runs hold conv weights in the channels-last format (channels_last=true, the default);
+    safetensors refuses such non-contiguous tensors, so save_state and save_weights pack them.
+    The format is set by hand here: the loops apply it on CUDA only."""
+    from diffdebias.state import save_state, save_weights
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 5, 5))
+    model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 3, 5, 5).contiguous(memory_format=torch.channels_last)).sum().backward()
+    opt.step()
+    assert not model[0].weight.is_contiguous() and not opt.state_dict()["state"][0]["exp_avg"].is_contiguous()
+    save_state(tmp_path / "ckpt.safetensors", {"model": model.state_dict(), "opt": opt.state_dict()})
+    save_weights(tmp_path / "w.safetensors", model.state_dict())
+    back = load_state(tmp_path / "ckpt.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(back["model"][k], v) and torch.equal(load_file(tmp_path / "w.safetensors")[k], v)
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])

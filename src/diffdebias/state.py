@@ -47,12 +47,17 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+def _packed(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy with its own contiguous storage: safetensors refuses tensors that share memory
+    and non-contiguous ones (weights in the channels-last format that CUDA runs use)."""
+    return t.detach().cpu().clone(memory_format=torch.contiguous_format)
+
+
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write `state` atomically to a safetensors file."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, "", tensors)
-    # safetensors refuses tensors that share memory: give each its own storage
-    tensors = {k: v.clone() for k, v in tensors.items()}
+    tensors = {k: _packed(v) for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata={"diffdebias_state": json.dumps(skeleton)})
@@ -84,7 +89,7 @@ def stage_weights(run_dir: str | os.PathLike, stage: str) -> Path:
 
 def save_weights(path: str | os.PathLike, weights: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """A state dict of weights only, as a plain safetensors file (loadable by other tools)."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
+    tensors = {k: _packed(v) for k, v in weights.items()}
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=metadata or {})
