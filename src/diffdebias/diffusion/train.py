@@ -78,7 +78,7 @@ class DiffusionConfig(Settings):
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only (ignored on CPU, where bf16 slows small batches)
-    channels_last: bool = True  # channels-last memory format, CUDA only
+    channels_last: bool = False  # channels-last memory format, CUDA only: 0.71x bf16 alone on an H200 (BENCHMARKS.md)
     compile: bool = False  # torch.compile of the UNet (the first steps compile)
     max_cpu_hours: float = 2.0  # a CPU run estimated longer stops before training (estimate.py)
     allow_long: bool = False  # train even when the estimate is over max_cpu_hours
