@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 import diffdebias
 from diffdebias.cli import main
 from diffdebias.errors import RunError
-from diffdebias.state import load_state
+from diffdebias.state import load_state, save_state, save_weights
 
 from .tiny_data import ONE_THREAD_ENV, cls_args, diff_args, make_folder_csv, make_synthetic_set, one_thread  # noqa: F401 (fixture)
 
@@ -204,11 +204,9 @@ def test_a_filesystem_without_locks_is_warned_about_not_fatal(tmp_path, monkeypa
 
 
 def test_channels_last_weights_and_their_optimizer_state_checkpoint_exactly(tmp_path):
-    """CUDA runs hold conv weights in the channels-last format (channels_last=true, the default);
+    """CUDA runs hold conv weights in the channels-last format (channels_last=true, the classifiers' default);
     safetensors refuses such non-contiguous tensors, so save_state and save_weights pack them.
     The format is set by hand here: the loops apply it on CUDA only."""
-    from diffdebias.state import save_state, save_weights
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
     model(torch.zeros(1, 3, 5, 5))
