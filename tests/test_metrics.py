@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffdebias.collect import SPREAD_NOTE, _pm, seed_std
+from diffdebias.collect import SPREAD_NOTE, _pm, ratio_tables, seed_std, selections_label, summary_table
 from diffdebias.engine.metrics import classification_metrics
 from diffdebias.errors import ConfigError
 
@@ -154,8 +154,6 @@ def test_a_run_that_changed_its_own_policy_stays_in_its_methods_row():
     """Regression: the tables grouped by the policy that chose each run's epoch, so the seed where
     `ddb`'s safeguard fell back to ERM (`last`) left its method's row, and the row's mean was over
     the other seeds only (55.54 over three seeds printed as 56.51 over two and 53.60 alone)."""
-    from diffdebias.collect import ratio_tables, selections_label, summary_table
-
     rows = [("colored_fmnist", 1.0, "ddb", "val_pseudo_unbiased", 60.0, 2), ("colored_fmnist", 1.0, "ddb", "val_pseudo_unbiased", 62.0, 3),
             ("colored_fmnist", 1.0, "ddb", "last", 55.0, 4), ("colored_fmnist (no-bias control)", None, "ddb", "last", 80.0, 2),
             ("colored_fmnist", 1.0, "erm", "last", 50.0, 2)]  # fmt: skip

@@ -23,7 +23,7 @@ _TENSOR = "__tensor__"
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
         key = prefix or "root"
-        tensors[key] = obj.detach().cpu()
+        tensors[key] = obj
         return {_TENSOR: key}
     if isinstance(obj, dict):
         if not all(isinstance(k, (str, int)) for k in obj):
@@ -50,7 +50,7 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def _packed(t: torch.Tensor) -> torch.Tensor:
     """A CPU copy with its own contiguous storage: safetensors refuses tensors that share memory
     and non-contiguous ones (weights in the channels-last format that CUDA runs use)."""
-    return t.detach().cpu().clone(memory_format=torch.contiguous_format)
+    return t.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
